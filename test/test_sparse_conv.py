@@ -1,0 +1,161 @@
+"""Every sparse convolution against its dense PyTorch reference (values and gradients, float64)."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, kernel_offsets, sparse_conv3d
+from clip_seg3d_ros.sparse.coords import CoordinateIndex, downsample_coords, hash_coords, unhash_coords
+
+GRID = 7  # dense grid cells per axis
+BATCH = 2
+CHANNELS = [(1, 1), (3, 5), (8, 4)]
+
+
+def random_sparse(num: int, channels: int, tensor_stride: int, seed: int) -> SparseTensor:
+    """Distinct random voxels in a GRID^3 box per batch item, at multiples of ``tensor_stride``."""
+    generator = torch.Generator().manual_seed(seed)
+    cells = torch.randperm(BATCH * GRID**3, generator=generator)[:num]
+    batch, rest = cells // GRID**3, cells % GRID**3
+    xyz = torch.stack([rest // GRID**2, (rest // GRID) % GRID, rest % GRID], dim=1) * tensor_stride
+    coords = torch.cat([batch[:, None], xyz], dim=1)
+    feats = torch.randn(num, channels, generator=generator, dtype=torch.float64)
+    return SparseTensor(feats=feats.requires_grad_(), coords=coords, stride=tensor_stride)
+
+
+def to_dense(feats: torch.Tensor, coords: torch.Tensor, tensor_stride: int, size: int) -> torch.Tensor:
+    dense = feats.new_zeros(BATCH, feats.shape[1], size, size, size)
+    cells = coords[:, 1:] // tensor_stride
+    dense[coords[:, 0], :, cells[:, 0], cells[:, 1], cells[:, 2]] = feats
+    return dense
+
+
+def gather_dense(dense: torch.Tensor, coords: torch.Tensor, tensor_stride: int, shift: int) -> torch.Tensor:
+    cells = coords[:, 1:] // tensor_stride + shift
+    return dense[coords[:, 0], :, cells[:, 0], cells[:, 1], cells[:, 2]]
+
+
+def dense_weight(kernel: torch.Tensor, kernel_size: int, transposed: bool) -> torch.Tensor:
+    """Our (K, C_in, C_out) kernel as conv3d's (C_out, C_in, k, k, k) or conv_transpose3d's (C_in, C_out, ...)."""
+    kernel3d = kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1])
+    c_in, c_out = kernel3d.shape[1:]
+    shape = (c_in, c_out) if transposed else (c_out, c_in)
+    weight = kernel.new_zeros(*shape, kernel_size, kernel_size, kernel_size)
+    low = -((kernel_size - 1) // 2)
+    for index, (dx, dy, dz) in enumerate(kernel_offsets(kernel_size).tolist()):
+        weight[:, :, dx - low, dy - low, dz - low] = kernel3d[index] if transposed else kernel3d[index].T
+    return weight
+
+
+def random_kernel(kernel_size: int, stride: int, c_in: int, c_out: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (c_in, c_out) if kernel_size == 1 and stride == 1 else (kernel_size**3, c_in, c_out)
+    return torch.randn(*shape, generator=generator, dtype=torch.float64).requires_grad_()
+
+
+def assert_grads_match(sparse_out, dense_out_at_sites, x, kernel, seed):
+    """Back-propagate the same random cotangent through both paths and compare input and weight grads."""
+    cotangent = torch.randn(sparse_out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    grad_x_sparse, grad_k_sparse = torch.autograd.grad((sparse_out * cotangent).sum(), [x, kernel])
+    grad_x_dense, grad_k_dense = torch.autograd.grad((dense_out_at_sites * cotangent).sum(), [x, kernel])
+    torch.testing.assert_close(grad_x_sparse, grad_x_dense, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad_k_sparse, grad_k_dense, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 3])
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("tensor_stride", [1, 2])
+def test_submanifold_conv_matches_dense(kernel_size, channels, tensor_stride):
+    c_in, c_out = channels
+    x = random_sparse(120, c_in, tensor_stride, seed=kernel_size * 10 + c_in)
+    kernel = random_kernel(kernel_size, 1, c_in, c_out, seed=1)
+    out = sparse_conv3d(x, kernel, kernel_size, stride=1)
+    assert torch.equal(out.coords, x.coords) and out.stride == tensor_stride
+
+    pad_low, pad_high = (kernel_size - 1) // 2, kernel_size // 2
+    dense_in = F.pad(to_dense(x.feats, x.coords, tensor_stride, GRID), (pad_low, pad_high) * 3)
+    dense_out = F.conv3d(dense_in, dense_weight(kernel, kernel_size, transposed=False))
+    expected = gather_dense(dense_out, x.coords, tensor_stride, shift=0)
+    torch.testing.assert_close(out.feats, expected, rtol=1e-10, atol=1e-10)
+    assert_grads_match(out.feats, expected, x.feats, kernel, seed=2)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 3])
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("tensor_stride", [1, 2])
+def test_strided_conv_matches_dense(kernel_size, channels, tensor_stride):
+    c_in, c_out = channels
+    stride = 2
+    x = random_sparse(150, c_in, tensor_stride, seed=kernel_size * 7 + c_out)
+    kernel = random_kernel(kernel_size, stride, c_in, c_out, seed=3)
+    out = sparse_conv3d(x, kernel, kernel_size, stride=stride)
+    out_stride = tensor_stride * stride
+    assert out.stride == out_stride
+    # Output voxels: the inputs floored to the coarser grid, each exactly once.
+    expected_coords = {(b, x_ // out_stride * out_stride, y // out_stride * out_stride, z // out_stride * out_stride)
+                       for b, x_, y, z in x.coords.tolist()}
+    assert set(map(tuple, out.coords.tolist())) == expected_coords and len(out.coords) == len(expected_coords)
+
+    pad_low = (kernel_size - 1) // 2
+    dense_in = F.pad(to_dense(x.feats, x.coords, tensor_stride, GRID), (pad_low, kernel_size) * 3)
+    dense_out = F.conv3d(dense_in, dense_weight(kernel, kernel_size, transposed=False), stride=stride)
+    expected = gather_dense(dense_out, out.coords, out_stride, shift=0)
+    torch.testing.assert_close(out.feats, expected, rtol=1e-10, atol=1e-10)
+    assert_grads_match(out.feats, expected, x.feats, kernel, seed=4)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 3])
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_transposed_conv_matches_dense(kernel_size, channels, stride):
+    c_in, c_out = channels
+    fine = random_sparse(150, 2, tensor_stride=1, seed=kernel_size + 5 * c_in)
+    coarse_coords = fine.cache.coords_at(stride)
+    generator = torch.Generator().manual_seed(6)
+    coarse_feats = torch.randn(len(coarse_coords), c_in, generator=generator, dtype=torch.float64).requires_grad_()
+    coarse = SparseTensor(feats=coarse_feats, coords=coarse_coords, stride=stride, cache=fine.cache)
+    kernel = random_kernel(kernel_size, stride, c_in, c_out, seed=7)
+    out = sparse_conv3d(coarse, kernel, kernel_size, stride=stride, transposed=True)
+    assert out.stride == 1 and out.coords is fine.coords  # the encoder level's exact coordinates
+
+    dense_in = to_dense(coarse_feats, coarse_coords, stride, GRID)
+    dense_out = F.conv_transpose3d(dense_in, dense_weight(kernel, kernel_size, transposed=True), stride=stride)
+    pad_low = (kernel_size - 1) // 2
+    dense_out = F.pad(dense_out, (0, GRID + pad_low) * 3)  # room for fine voxels no coarse voxel reaches
+    expected = gather_dense(dense_out, out.coords, 1, shift=pad_low)
+    torch.testing.assert_close(out.feats, expected, rtol=1e-10, atol=1e-10)
+    assert_grads_match(out.feats, expected, coarse_feats, kernel, seed=8)
+
+
+def test_transposed_conv_without_encoder_level_is_a_clear_error():
+    x = random_sparse(20, 2, tensor_stride=2, seed=0)
+    kernel = random_kernel(2, 2, 2, 2, seed=0)
+    with pytest.raises(ValueError, match="needs the coordinates of stride 1"):
+        sparse_conv3d(x, kernel, 2, stride=2, transposed=True)
+
+
+def test_kernel_offsets_follow_torchsparse_order():
+    # Odd volume: x varies fastest; even volume: z varies fastest (torchsparse/MinkowskiEngine layout).
+    odd = kernel_offsets(3).tolist()
+    assert odd[:3] == [[-1, -1, -1], [0, -1, -1], [1, -1, -1]] and odd[13] == [0, 0, 0]
+    even = kernel_offsets(2).tolist()
+    assert even == [list(p) for p in itertools.product([0, 1], repeat=3)]
+
+
+def test_hash_round_trip_and_lookup():
+    coords = torch.tensor([[0, -5, 3, 7], [1, 16383, -16384, 0], [3, 0, 0, 0], [0, 1, 2, 3]])
+    torch.testing.assert_close(unhash_coords(hash_coords(coords)), coords)
+    index = CoordinateIndex(coords)
+    queries = torch.tensor([[1, 16383, -16384, 0], [0, 1, 2, 4], [3, 0, 0, 0]])
+    assert index.lookup(queries).tolist() == [1, -1, 2]
+    assert downsample_coords(coords, 4).tolist() == [[0, -8, 0, 4], [0, 0, 0, 0], [1, 16380, -16384, 0], [3, 0, 0, 0]]
+
+
+def test_kernel_maps_are_built_once_per_shape():
+    x = random_sparse(60, 3, tensor_stride=1, seed=1)
+    kernel = random_kernel(3, 1, 3, 3, seed=1)
+    sparse_conv3d(sparse_conv3d(x, kernel, 3), kernel, 3)
+    assert list(x.cache.kernel_maps) == [(1, 1, 3)]
+    assert isinstance(x.cache, CoordinateCache)
