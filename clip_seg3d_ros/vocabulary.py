@@ -9,7 +9,7 @@ import torch
 
 @dataclass
 class Vocabulary:
-    """``text_embeddings`` (C, D) holds one unit vector per class, row ``i`` for ``names[i]``.
+    """``text_embeddings`` (C, D) holds one vector per class (unit length from CLIP), row ``i`` for ``names[i]``.
 
     ``seen[i]`` says whether class ``i`` had 3D ground truth in training (zero-shot setting); the
     calibration bias of the classifier lowers exactly these classes. ``prompt_templates`` records how the
@@ -35,7 +35,9 @@ class Vocabulary:
             raise ValueError(f"class names must be unique: {self.names}")
         if not torch.isfinite(embeddings).all():
             raise ValueError("text_embeddings contain NaN or inf")
-        self.text_embeddings = torch.nn.functional.normalize(embeddings.detach().float().cpu(), dim=1)
+        if (embeddings.norm(dim=1) == 0).any():
+            raise ValueError("a text embedding is all zeros")
+        self.text_embeddings = embeddings.detach().float().cpu()  # the classifier normalises them
 
     @property
     def embed_dim(self) -> int:
