@@ -1,0 +1,161 @@
+"""Per-stage latency of the Segmenter on one sweep; prints one JSON object.
+
+    python -m clip_seg3d_ros.bench                      # a generated 120,000-point, 64-beam sweep
+    python -m clip_seg3d_ros.bench --points 000000.bin  # a KITTI .bin scan (float32 x, y, z, intensity)
+    python -m clip_seg3d_ros.bench --checkpoint model.pt --device cuda
+
+Stages: voxelize (validation, NaN filtering, voxelization), network (MinkUNet, projection, classifier,
+softmax), devoxelize (per-point labels and scores back on the host), total (the three, timed together).
+Without a checkpoint the network of ``--preset`` is randomly initialised: latency does not depend on the
+weights. This is a benchmark, not a test: figures depend on the machine, which the output names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clip_seg3d_ros.models import MINKUNET_PRESETS, ModelConfig, PointSegmentationNet
+from clip_seg3d_ros.segmenter import Segmenter
+from clip_seg3d_ros.vocabulary import Vocabulary
+
+# SemanticKITTI's 19 evaluation classes: a realistic vocabulary size for the classifier.
+BENCH_CLASSES = [
+    "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist", "road",
+    "parking", "sidewalk", "other-ground", "building", "fence", "vegetation", "trunk", "terrain", "pole",
+    "traffic-sign",
+]
+
+
+def generated_sweep(num_points: int = 120_000, seed: int = 0) -> np.ndarray:
+    """A 64-beam spinning-LiDAR sweep (HDL-64-like: +2 to -24.8 deg) of a ground plane and obstacles.
+
+    Obstacles are azimuth segments with a random distance and height, so the point density falls with range
+    like a real sweep; rays that hit nothing within 100 m give no point. Returns (num_points, 4) float32.
+    """
+    rng = np.random.default_rng(seed)
+    beams, sensor_height, max_range = 64, 1.73, 100.0
+    columns = int(np.ceil(1.4 * num_points / beams))  # extra columns make up for rays that hit nothing
+    elevation = np.radians(np.linspace(2.0, -24.8, beams))[:, None]
+    azimuth = np.linspace(-np.pi, np.pi, columns, endpoint=False)[None, :]
+    segments = 150
+    distance = np.repeat(rng.uniform(4.0, 60.0, segments), int(np.ceil(columns / segments)))[None, :columns]
+    height = np.repeat(rng.uniform(0.5, 12.0, segments), int(np.ceil(columns / segments)))[None, :columns]
+
+    to_ground = np.where(elevation < 0, sensor_height / np.sin(-np.minimum(elevation, -1e-6)), np.inf)
+    to_obstacle = distance / np.cos(elevation)
+    obstacle_z = to_obstacle * np.sin(elevation)  # height above the sensor where the ray meets the obstacle
+    hits_obstacle = (to_obstacle < to_ground) & (obstacle_z < height - sensor_height)
+    ray_range = np.where(hits_obstacle, to_obstacle, to_ground)
+    ray_range = ray_range + rng.normal(0.0, 0.02, ray_range.shape)
+    direction = np.stack(np.broadcast_arrays(
+        np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)), axis=-1)
+    points = (ray_range[..., None] * direction).reshape(-1, 3)
+    returned = (ray_range < max_range).reshape(-1)
+    points = points[returned][:num_points]
+    if len(points) < num_points:
+        raise ValueError(f"could only generate {len(points)} points")
+    intensity = rng.uniform(0.0, 1.0, (num_points, 1))
+    return np.hstack([points, intensity]).astype(np.float32)
+
+
+def read_kitti_bin(path: str | Path) -> np.ndarray:
+    data = np.fromfile(path, dtype=np.float32)
+    if data.size % 4:
+        raise ValueError(f"{path}: {data.size} floats is not a whole number of (x, y, z, intensity) points")
+    return data.reshape(-1, 4)
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    model = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"cpu: {model}, {torch.get_num_threads()} threads"
+
+
+def time_stages(segmenter: Segmenter, points: np.ndarray, warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Milliseconds of each stage for each of ``repeats`` runs after ``warmup`` untimed runs."""
+    synchronize = torch.cuda.synchronize if segmenter.device.type == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {"voxelize": [], "network": [], "devoxelize": [], "total": []}
+    for run in range(warmup + repeats):
+        synchronize()
+        start = time.perf_counter()
+        prepared = segmenter.preprocess(points)
+        synchronize()
+        voxelized = time.perf_counter()
+        voxel_labels, voxel_scores = segmenter.infer(prepared)
+        synchronize()
+        inferred = time.perf_counter()
+        segmenter.postprocess(prepared, voxel_labels, voxel_scores)
+        done = time.perf_counter()
+        if run >= warmup:
+            times["voxelize"].append(1000 * (voxelized - start))
+            times["network"].append(1000 * (inferred - voxelized))
+            times["devoxelize"].append(1000 * (done - inferred))
+            times["total"].append(1000 * (done - start))
+    return times
+
+
+def build_segmenter(args: argparse.Namespace, device: torch.device) -> tuple[Segmenter, str]:
+    if args.checkpoint:
+        segmenter = Segmenter.from_checkpoint(args.checkpoint, device=device, sparse_backend=args.backend)
+        return segmenter, segmenter.config.preset
+    torch.manual_seed(0)
+    config = ModelConfig.from_preset(args.preset, voxel_size=args.voxel_size)
+    vocabulary = Vocabulary(BENCH_CLASSES, torch.randn(len(BENCH_CLASSES), config.embed_dim))
+    return Segmenter(PointSegmentationNet(config), vocabulary, device, args.backend), args.preset
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=Path, help="KITTI .bin scan (default: a generated 120,000-point sweep)")
+    parser.add_argument("--num-points", type=int, default=120_000, help="size of the generated sweep")
+    parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint (default: random weights)")
+    parser.add_argument("--preset", default="standard", choices=sorted(MINKUNET_PRESETS))
+    parser.add_argument("--voxel-size", type=float, default=0.05, help="metres, without --checkpoint")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--backend", default="auto", choices=["auto", "native", "torchsparse"])
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=20)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    points = read_kitti_bin(args.points) if args.points else generated_sweep(args.num_points)
+    segmenter, preset = build_segmenter(args, device)
+    times = time_stages(segmenter, points, args.warmup, args.repeats)
+    result = {
+        "device": device_description(device),
+        "torch": torch.__version__,
+        "sparse_backend": segmenter.sparse_backend,
+        "preset": preset,
+        "points": int(len(points)),
+        "voxels": int(len(segmenter.preprocess(points).voxels.coords)),
+        "voxel_size": segmenter.config.voxel_size,
+        "source": str(args.points) if args.points else "generated sweep, seed 0",
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "ms": {
+            stage: {"median": round(float(np.median(t)), 2), "p90": round(float(np.percentile(t, 90)), 2)}
+            for stage, t in times.items()
+        },
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The benchmark's inputs and its one-JSON-object output (figures themselves are not asserted: not a test of speed)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from clip_seg3d_ros.bench import generated_sweep, main, read_kitti_bin
+
+
+def test_generated_sweep_looks_like_a_64_beam_lidar():
+    points = generated_sweep(120_000, seed=0)
+    assert points.shape == (120_000, 4) and points.dtype == np.float32
+    ranges = np.linalg.norm(points[:, :3], axis=1)
+    assert ranges.max() < 100.5 and np.median(ranges) < 30  # dense near the sensor, like a real sweep
+    ground = np.abs(points[:, 2] + 1.73) < 0.1
+    assert 0.2 < ground.mean() < 0.9  # both ground and obstacles
+    np.testing.assert_array_equal(generated_sweep(1000, seed=3), generated_sweep(1000, seed=3))
+
+
+def test_bench_prints_one_json_object_for_a_kitti_file(tmp_path, capsys, kitti_scan):
+    points, _, _ = kitti_scan
+    path = tmp_path / "scan.bin"
+    points[:5000].tofile(path)
+    np.testing.assert_array_equal(read_kitti_bin(path), points[:5000])
+    main(["--points", str(path), "--preset", "small", "--warmup", "1", "--repeats", "3", "--device", "cpu"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["points"] == 5000 and result["preset"] == "small" and result["device"].startswith("cpu")
+    assert set(result["ms"]) == {"voxelize", "network", "devoxelize", "total"}
+    for stage in result["ms"].values():
+        assert 0 < stage["median"] <= stage["p90"]
+    assert result["ms"]["total"]["median"] >= result["ms"]["network"]["median"]
+
+
+def test_a_bin_file_of_the_wrong_size_is_a_clear_error(tmp_path):
+    path = tmp_path / "bad.bin"
+    np.zeros(7, dtype=np.float32).tofile(path)
+    with pytest.raises(ValueError, match="not a whole number"):
+        read_kitti_bin(path)
