@@ -159,3 +159,9 @@ def test_kernel_maps_are_built_once_per_shape():
     sparse_conv3d(sparse_conv3d(x, kernel, 3), kernel, 3)
     assert list(x.cache.kernel_maps) == [(1, 1, 3)]
     assert isinstance(x.cache, CoordinateCache)
+
+
+def test_coordinates_that_would_alias_in_the_hash_are_refused():
+    coords = torch.tensor([[0, 0, 0, 0], [0, 20000, 0, 0]])
+    with pytest.raises(ValueError, match="outside the supported"):
+        SparseTensor(feats=torch.zeros(2, 1), coords=coords)

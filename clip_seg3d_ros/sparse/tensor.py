@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from clip_seg3d_ros.sparse.coords import CoordinateIndex, downsample_coords, hash_coords, kernel_offsets
+from clip_seg3d_ros.sparse.coords import (
+    CoordinateIndex,
+    check_coordinate_range,
+    downsample_coords,
+    hash_coords,
+    kernel_offsets,
+)
 
 
 @dataclass
@@ -112,7 +118,9 @@ class SparseTensor:
     def __post_init__(self) -> None:
         if self.feats.shape[0] != self.coords.shape[0]:
             raise ValueError(f"{self.feats.shape[0]} feature rows for {self.coords.shape[0]} coordinates")
-        self.cache.coords.setdefault(self.stride, self.coords)
+        if self.stride not in self.cache.coords:  # a new level: check once, then share
+            check_coordinate_range(self.coords)
+            self.cache.coords[self.stride] = self.coords
 
     def with_feats(self, feats: torch.Tensor) -> SparseTensor:
         """Same voxels, new features (the result of a pointwise layer)."""
