@@ -24,7 +24,16 @@ setup(
     python_requires=">=3.10",
     # torch is deliberately unpinned: see DESIGN.md (torch==2.13.0 with its torchvision does not import).
     # torchsparse is optional and not on PyPI: it is used when importable on a CUDA device.
-    install_requires=["numpy>=1.24", "torch>=2.1", "pyyaml>=6", "tqdm>=4.60"],
+    install_requires=[
+        "numpy>=1.24",
+        "torch>=2.1",
+        "open_clip_torch>=2.20",
+        "transforms3d>=0.4",
+        "pillow>=9",
+        "matplotlib>=3.7",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+    ],
     extras_require={"dev": ["pytest>=7", "ruff>=0.5", "hypothesis>=6"]},
     zip_safe=True,
     entry_points={
