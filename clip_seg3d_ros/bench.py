@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.models import MINKUNET_PRESETS, ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.vocabulary import Vocabulary
@@ -63,13 +64,6 @@ def generated_sweep(num_points: int = 120_000, seed: int = 0) -> np.ndarray:
         raise ValueError(f"could only generate {len(points)} points")
     intensity = rng.uniform(0.0, 1.0, (num_points, 1))
     return np.hstack([points, intensity]).astype(np.float32)
-
-
-def read_kitti_bin(path: str | Path) -> np.ndarray:
-    data = np.fromfile(path, dtype=np.float32)
-    if data.size % 4:
-        raise ValueError(f"{path}: {data.size} floats is not a whole number of (x, y, z, intensity) points")
-    return data.reshape(-1, 4)
 
 
 def device_description(device: torch.device) -> str:
@@ -134,7 +128,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    points = read_kitti_bin(args.points) if args.points else generated_sweep(args.num_points)
+    points = read_scan(args.points) if args.points else generated_sweep(args.num_points)
     segmenter, preset = build_segmenter(args, device)
     times = time_stages(segmenter, points, args.warmup, args.repeats)
     result = {

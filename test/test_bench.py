@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from clip_seg3d_ros.bench import generated_sweep, main, read_kitti_bin
+from clip_seg3d_ros.bench import generated_sweep, main
+from clip_seg3d_ros.datasets.scan_file import read_scan
 
 
 def test_generated_sweep_looks_like_a_64_beam_lidar():
@@ -22,7 +23,7 @@ def test_bench_prints_one_json_object_for_a_kitti_file(tmp_path, capsys, kitti_s
     points, _, _ = kitti_scan
     path = tmp_path / "scan.bin"
     points[:5000].tofile(path)
-    np.testing.assert_array_equal(read_kitti_bin(path), points[:5000])
+    np.testing.assert_array_equal(read_scan(path), points[:5000])
     main(["--points", str(path), "--preset", "small", "--warmup", "1", "--repeats", "3", "--device", "cpu"])
     result = json.loads(capsys.readouterr().out)
     assert result["points"] == 5000 and result["preset"] == "small" and result["device"].startswith("cpu")
@@ -35,5 +36,5 @@ def test_bench_prints_one_json_object_for_a_kitti_file(tmp_path, capsys, kitti_s
 def test_a_bin_file_of_the_wrong_size_is_a_clear_error(tmp_path):
     path = tmp_path / "bad.bin"
     np.zeros(7, dtype=np.float32).tofile(path)
-    with pytest.raises(ValueError, match="not a whole number"):
-        read_kitti_bin(path)
+    with pytest.raises(ValueError, match="not a whole number of 4-value points"):
+        read_scan(path)
