@@ -1,0 +1,17 @@
+"""2D teachers for distillation (CLIP and its simulation) and the pseudo labels they give."""
+
+from clip_seg3d_ros.teacher.base import DenseTeacher
+from clip_seg3d_ros.teacher.cache import FeatureCache
+from clip_seg3d_ros.teacher.open_clip_teacher import DRIVING_TEMPLATES, OpenClipTeacher, TeacherWeightsError
+from clip_seg3d_ros.teacher.pseudo_labels import PseudoLabelSettings, dense_pseudo_labels, pseudo_labels_to_points
+
+__all__ = [
+    "DRIVING_TEMPLATES",
+    "DenseTeacher",
+    "FeatureCache",
+    "OpenClipTeacher",
+    "PseudoLabelSettings",
+    "TeacherWeightsError",
+    "dense_pseudo_labels",
+    "pseudo_labels_to_points",
+]
