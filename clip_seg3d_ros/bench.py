@@ -22,16 +22,10 @@ import numpy as np
 import torch
 
 from clip_seg3d_ros.datasets.scan_file import read_scan
+from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_CLASSES
 from clip_seg3d_ros.models import MINKUNET_PRESETS, ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.vocabulary import Vocabulary
-
-# SemanticKITTI's 19 evaluation classes: a realistic vocabulary size for the classifier.
-BENCH_CLASSES = [
-    "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist", "road",
-    "parking", "sidewalk", "other-ground", "building", "fence", "vegetation", "trunk", "terrain", "pole",
-    "traffic-sign",
-]
 
 
 def generated_sweep(num_points: int = 120_000, seed: int = 0) -> np.ndarray:
@@ -107,7 +101,7 @@ def build_segmenter(args: argparse.Namespace, device: torch.device) -> tuple[Seg
         return segmenter, segmenter.config.preset
     torch.manual_seed(0)
     config = ModelConfig.from_preset(args.preset, voxel_size=args.voxel_size)
-    vocabulary = Vocabulary(BENCH_CLASSES, torch.randn(len(BENCH_CLASSES), config.embed_dim))
+    vocabulary = Vocabulary(SEMANTICKITTI_CLASSES, torch.randn(len(SEMANTICKITTI_CLASSES), config.embed_dim))
     return Segmenter(PointSegmentationNet(config), vocabulary, device, args.backend), args.preset
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from clip_seg3d_ros.datasets.sample import CameraFrame
+from clip_seg3d_ros.geometry.camera import CameraModel
 from clip_seg3d_ros.teacher import DRIVING_TEMPLATES, OpenClipTeacher, TeacherWeightsError
 from clip_seg3d_ros.teacher.open_clip_teacher import interpolate_positional_embedding, resized_input_size
 
@@ -189,3 +191,9 @@ def test_local_weights_file_is_loaded(teacher, image, features, tmp_path):
     loaded = OpenClipTeacher(pretrained=str(path))
     assert torch.equal(loaded.model.visual.proj, teacher.model.visual.proj)
     assert torch.allclose(loaded.encode_images([image])[0], features, atol=1e-6)
+
+
+def test_frames_are_encoded_from_their_rgb_images(teacher, image, features):
+    frame = CameraFrame(camera=CameraModel("front", np.eye(3), image.shape[1], image.shape[0]), image=image)
+    (from_frame,) = teacher.encode_frames([frame])
+    assert torch.equal(from_frame, features)

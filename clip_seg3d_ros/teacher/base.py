@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-import numpy as np
 import torch
+
+from clip_seg3d_ros.datasets.sample import CameraFrame
 
 
 class DenseTeacher(Protocol):
@@ -14,13 +15,13 @@ class DenseTeacher(Protocol):
 
     - ``embed_dim``: D, the joint embedding dimension;
     - ``encode_text(names)``: (C, D) float32 unit rows, one per class name;
-    - ``encode_images(images)``: images are (H, W, 3) uint8 RGB arrays (sizes may differ); returns one
-      (D, h, w) float32 tensor per image, unit-norm along D, on the teacher's patch grid (cell (i, j) covers
-      rows [i H/h, (i+1) H/h) and columns [j W/w, (j+1) W/w) of its image).
+    - ``encode_frames(frames)``: one (D, h, w) float32 tensor per camera frame (image sizes may differ),
+      unit-norm along D, on the teacher's patch grid (cell (i, j) covers rows [i H/h, (i+1) H/h) and columns
+      [j W/w, (j+1) W/w) of its image). CLIP reads ``frame.image``; the simulation reads ``frame.label_image``.
     """
 
     embed_dim: int
 
     def encode_text(self, class_names: Sequence[str]) -> torch.Tensor: ...
 
-    def encode_images(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]: ...
+    def encode_frames(self, frames: Sequence[CameraFrame]) -> list[torch.Tensor]: ...

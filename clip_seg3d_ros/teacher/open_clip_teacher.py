@@ -43,6 +43,7 @@ from open_clip.transformer import VisionTransformer
 from open_clip.utils import to_2tuple
 from torch import nn
 
+from clip_seg3d_ros.datasets.sample import CameraFrame
 from clip_seg3d_ros.teacher.cache import FeatureCache, cache_key
 
 # CLIP-style prompts for driving scenes; the class embedding is the normalised mean over all of them.
@@ -286,6 +287,10 @@ class OpenClipTeacher:
         if stored is None:
             stored = self.cache.save(key, self._text_embeddings(names))
         return F.normalize(stored.float(), dim=1)
+
+    def encode_frames(self, frames: Sequence[CameraFrame]) -> list[torch.Tensor]:
+        """The DenseTeacher call: :meth:`encode_images` of the frames' RGB images."""
+        return self.encode_images([frame.image for frame in frames])
 
     def encode_images(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """One (D, h, w) float32 tensor per (H, W, 3) uint8 RGB image, unit-norm along D (MaskCLIP features).
