@@ -67,7 +67,7 @@ class Segmenter:
         self.sparse_backend = select_backend(self.device, sparse_backend)
         self.model = model.to(self.device).eval()
         self.classifier = TextClassifier(vocabulary, self.config.temperature, calibration_bias).to(self.device)
-        self.vocabulary = vocabulary
+        # Validates the vocabulary against the network (embedding size, non-empty) and records it.
         self.set_vocabulary(vocabulary)
 
     @classmethod
