@@ -33,6 +33,8 @@ setup(
         "matplotlib>=3.7",
         "pyyaml>=6",
         "tqdm>=4.60",
+        "tensorboard>=2.14",
+        "rosbags>=0.10",
     ],
     extras_require={"dev": ["pytest>=7", "ruff>=0.5", "hypothesis>=6"]},
     zip_safe=True,
