@@ -35,6 +35,7 @@ setup(
         "tqdm>=4.60",
         "tensorboard>=2.14",
         "rosbags>=0.10",
+        "omegaconf>=2.3",
     ],
     extras_require={"dev": ["pytest>=7", "ruff>=0.5", "hypothesis>=6"]},
     zip_safe=True,

@@ -10,6 +10,8 @@ A checkpoint is a plain dict of tensors, strings, numbers, lists and dicts:
     clip_model        the CLIP model that made the text embeddings (e.g. "ViT-B-16/openai"), "" if none
     train_config      the training configuration as a dict
     metrics           evaluation results as a dict
+    training_state    optional, written by training for ``--resume``: optimiser and scheduler state, epoch;
+                      ignored by everything that only runs the model
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Checkpoint:
     clip_model: str = ""
     train_config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    training_state: dict | None = None
 
     def build_model(self) -> PointSegmentationNet:
         """The network with these weights (on the CPU, in eval mode)."""
@@ -63,6 +66,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
         "train_config": checkpoint.train_config,
         "metrics": checkpoint.metrics,
     }
+    if checkpoint.training_state is not None:
+        payload["training_state"] = checkpoint.training_state
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:
@@ -116,6 +121,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         clip_model=str(payload.get("clip_model", "")),
         train_config=dict(payload.get("train_config", {})),
         metrics=dict(payload.get("metrics", {})),
+        training_state=payload.get("training_state"),
     )
 
 

@@ -1,0 +1,231 @@
+"""Typed training configuration: dataclasses, loaded from YAML with ``--set key=value`` overrides (OmegaConf).
+
+Every setting of a run lives here, with its default; a YAML file under ``config/train/`` overrides some of
+them, the command line overrides the file. A misspelt key or a value of the wrong type is an error that
+names the key. The resolved config is saved with each run (``config.yaml``) and in each checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_UNSEEN
+
+SETTINGS = ("zero_shot", "annotation_free")
+DATASETS = ("synthetic", "semantickitti", "nuscenes", "folder")
+TEACHERS = ("synthetic", "open_clip")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+@dataclass
+class ModelSettings:
+    """The 3D network (see :class:`clip_seg3d_ros.models.ModelConfig`); its embedding size is the teacher's."""
+
+    preset: str = "small"
+    voxel_size: float = 0.05
+    use_intensity: bool = True
+    intensity_scale: float = 1.0  # 1 for SemanticKITTI's [0, 1] remission, 255 for nuScenes
+    temperature: float = 0.07  # of the text-embedding head (CLIP's own is 0.01; 0.07 trains more gently)
+
+
+@dataclass
+class DataSettings:
+    """Where the sweeps come from and which classes are unseen.
+
+    - synthetic: scenes [0, synthetic_train_scenes) of the world with ``synthetic_seed`` train, the next
+      ``synthetic_val_scenes`` validate;
+    - semantickitti: ``train_split`` / ``val_split`` are sequence numbers under ``root``;
+    - nuscenes: ``train_split`` / ``val_split`` are scene names (empty: every scene of ``version``) ;
+    - folder: ``train_split`` / ``val_split`` are sub-folders of ``root`` in the folder format.
+    ``unseen_classes``: the classes without 3D labels in the zero-shot setting (ignored by annotation-free
+    training, which has none, but still reported separately in the metrics).
+    """
+
+    dataset: str = "synthetic"
+    root: str = ""
+    train_split: list[str] = field(default_factory=list)
+    val_split: list[str] = field(default_factory=list)
+    version: str = "v1.0-trainval"
+    cameras: list[str] = field(default_factory=list)  # nuScenes cameras; empty: all six
+    synthetic_seed: int = 0
+    synthetic_train_scenes: int = 12
+    synthetic_val_scenes: int = 4
+    unseen_classes: list[str] = field(default_factory=lambda: list(SEMANTICKITTI_UNSEEN))
+    max_range: float = 0.0  # drop points farther than this from the sensor (metres); 0: keep all
+    cache_in_memory: bool = True  # keep prepared training sweeps (and teacher outputs) in RAM
+
+
+@dataclass
+class TeacherSettings:
+    """The 2D teacher and its pseudo labels (see :mod:`clip_seg3d_ros.teacher`).
+
+    ``synthetic`` simulates CLIP on the synthetic world only; ``open_clip`` is CLIP itself, with weights
+    ``pretrained`` (an open_clip tag already in the Hugging Face cache, or a local file).
+    """
+
+    kind: str = "synthetic"
+    model_name: str = "ViT-B-16"
+    pretrained: str = "openai"
+    quick_gelu: bool | None = None
+    resolution: int | None = None
+    cache_dir: str = ""  # fp16 cache of text embeddings and dense features; empty: none
+    synthetic_noise_std: float = 2.0
+    synthetic_blur_sigma: float = 0.5
+    temperature: float = 0.01
+    prompt_score_threshold: float = 0.5
+    confidence_threshold: float = 0.5
+
+
+@dataclass
+class LossSettings:
+    """Weights and temperatures of the losses in :mod:`clip_seg3d_ros.training.losses`."""
+
+    use_pseudo_labels: bool = True  # CE on projected 2D pseudo labels of unseen (zero-shot) / all classes
+    semantic_weight: float = 0.1  # MCFA semantic: class prototypes, 3D vs 2D
+    semantic_temperature: float = 0.07
+    spatial_weight: float = 0.1  # MCFA spatial: pooled 3D feature per image patch vs the patch's CLIP feature
+    spatial_temperature: float = 0.07
+    spatial_max_patches: int = 512
+    spatial_min_points: int = 3
+
+
+@dataclass
+class ScheduleSettings:
+    """CLIP-guided epochs, then ``self_training_rounds`` rounds of ``self_training_epochs`` epochs each.
+
+    At the start of every round the model labels the training sweeps; per class, the most confident
+    ``self_training_top_fraction`` of its predicted points with score >= ``self_training_min_score``
+    become labels (a per-class quantile, so rare classes keep their share).
+    """
+
+    epochs: int = 8
+    self_training_rounds: int = 0
+    self_training_epochs: int = 4
+    self_training_top_fraction: float = 0.6
+    self_training_min_score: float = 0.5
+    eval_every: int = 0  # epochs between validations during training; 0: only at the end
+
+
+@dataclass
+class OptimSettings:
+    """AdamW with a cosine learning-rate decay over the whole run."""
+
+    lr: float = 0.002
+    weight_decay: float = 0.0001
+    samples_per_step: int = 2  # sweeps per optimiser step, over all processes together
+    min_lr_ratio: float = 0.05
+
+
+@dataclass
+class AugmentSettings:
+    rotate: bool = True  # uniform rotation about z
+    flip: bool = True  # random mirror across x and/or y
+    scale: tuple[float, float] = (0.95, 1.05)
+
+
+@dataclass
+class EvalSettings:
+    num_bev: int = 3  # bird's-eye-view PNGs of predictions next to ground truth
+    calibration_bias: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    setting: str = "zero_shot"  # zero_shot | annotation_free
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    loss: LossSettings = field(default_factory=LossSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.schedule.epochs + self.schedule.self_training_rounds * self.schedule.self_training_epochs
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["augment"]["scale"] = list(self.augment.scale)
+        return data
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Checks that the types alone cannot express; returns the config."""
+    choices = {"setting": (config.setting, SETTINGS), "data.dataset": (config.data.dataset, DATASETS),
+               "teacher.kind": (config.teacher.kind, TEACHERS)}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+    if config.teacher.kind == "synthetic" and config.data.dataset != "synthetic":
+        raise ConfigError("teacher.kind: the synthetic teacher only works on the synthetic world; use open_clip")
+    schedule = config.schedule
+    if schedule.epochs < 0 or schedule.self_training_rounds < 0 or schedule.self_training_epochs < 1:
+        raise ConfigError("schedule: epochs and self_training_rounds must be >= 0, self_training_epochs >= 1")
+    if config.total_epochs < 1:
+        raise ConfigError("schedule: the run has no epoch")
+    if config.optim.samples_per_step < 1:
+        raise ConfigError("optim.samples_per_step must be at least 1")
+    if not 0.0 < config.schedule.self_training_top_fraction <= 1.0:
+        raise ConfigError("schedule.self_training_top_fraction must be in (0, 1]")
+    if config.model.voxel_size <= 0:
+        raise ConfigError("model.voxel_size must be positive")
+    return config
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """The defaults, then the YAML file at ``path`` (if any), then ``overrides`` ("key.sub=value")."""
+    try:
+        merged = OmegaConf.structured(TrainConfig)
+        if path is not None:
+            if not Path(path).is_file():
+                raise ConfigError(f"{path}: no such config file")
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{path or 'config'}: {str(error).splitlines()[0]} ({getattr(error, 'full_key', '')})") \
+            from error
+    return validate(config)
+
+
+def config_from_dict(data: dict) -> TrainConfig:
+    """The config saved in a checkpoint or run folder, back as a TrainConfig."""
+    try:
+        config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(data)))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"saved training config: {str(error).splitlines()[0]}") from error
+    return validate(config)
+
+
+def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
+    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.create(config.to_dict())))
+
+
+__all__ = [
+    "AugmentSettings",
+    "ConfigError",
+    "DataSettings",
+    "EvalSettings",
+    "LossSettings",
+    "ModelSettings",
+    "OptimSettings",
+    "ScheduleSettings",
+    "TeacherSettings",
+    "TrainConfig",
+    "config_from_dict",
+    "load_config",
+    "save_config",
+]

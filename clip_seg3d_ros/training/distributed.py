@@ -1,0 +1,78 @@
+"""One process or many: the same training code under ``torchrun`` (DistributedDataParallel).
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them the run is a single process and every
+collective below is a no-op. The backend is nccl on CUDA and gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_process_group(device: torch.device) -> ProcessGroup:
+    """Join the torchrun group if there is one (and pin this process's GPU), else a single-process group."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return ProcessGroup()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return ProcessGroup(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+
+
+def resolve_device(setting: str, group_local_rank: int = 0) -> torch.device:
+    """"auto" = this process's GPU when CUDA is available, else the CPU; "cuda" without CUDA is an error."""
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(setting)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but CUDA is not available; use device=cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", group_local_rank)
+    return device
+
+
+def barrier(group: ProcessGroup) -> None:
+    if group.distributed:
+        dist.barrier()
+
+
+def all_reduce_sum(values: np.ndarray | torch.Tensor, group: ProcessGroup) -> np.ndarray:
+    """Element-wise sum over processes (float64 for floats, int64 for integers), returned as numpy."""
+    array = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
+    if not group.distributed:
+        return array
+    dtype = torch.float64 if np.issubdtype(array.dtype, np.floating) else torch.int64
+    tensor = torch.as_tensor(array, dtype=dtype)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor)
+    return tensor.cpu().numpy()
+
+
+def shutdown(group: ProcessGroup) -> None:
+    if group.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,98 @@
+"""The training losses, each a small function with its formula.
+
+Notation: f_v the 3D network's feature of voxel v (D-dim, CLIP space), t_c the text embedding of class c,
+x_j the teacher's (CLIP's) dense feature of image cell j; n(.) is L2 normalisation, <a, b> the dot product.
+
+The paper (Wang et al., ACM MM 2023) describes MCFA in words and a figure; it does not publish the
+formulas. The two MCFA losses below are our reading of that description, and the places where we had to
+choose are marked "Our choice".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def text_head_cross_entropy(features: torch.Tensor, text: torch.Tensor, targets: torch.Tensor,
+                            temperature: float) -> torch.Tensor:
+    """Cross-entropy on the text-embedding head, over the voxels with a target (>= 0):
+
+        L_ce = mean_{v : y_v >= 0}  -log softmax_c(<n(f_v), n(t_c)> / temperature)[y_v]
+
+    The targets are seen-class ground truth plus pseudo labels (projected from 2D, or self-training's);
+    0 when no voxel has a target.
+    """
+    labelled = targets >= 0
+    if not labelled.any():
+        return features.sum() * 0.0
+    logits = F.normalize(features[labelled], dim=1) @ F.normalize(text, dim=1).T / temperature
+    return F.cross_entropy(logits, targets[labelled])
+
+
+def info_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE between row-aligned (K, D) sets: row i of ``queries`` and of ``keys`` are a pair.
+
+        L = 1/2 [ CE(n(Q) n(K)^T / T, diag) + CE(n(K) n(Q)^T / T, diag) ]
+
+    0 when there are fewer than two pairs (no negative to contrast with).
+    """
+    if len(queries) < 2:
+        return queries.sum() * 0.0
+    logits = F.normalize(queries, dim=1) @ F.normalize(keys, dim=1).T / temperature
+    target = torch.arange(len(queries), device=queries.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def mcfa_semantic_loss(voxel_features: torch.Tensor, voxel_labels: torch.Tensor, cell_features: torch.Tensor,
+                       cell_labels: torch.Tensor, num_classes: int, temperature: float) -> torch.Tensor:
+    """MCFA, semantic (global) granularity: class prototypes of the 3D network against CLIP's.
+
+        P3_c = mean_{v : y_v = c} n(f_v)        (3D prototype: voxels labelled c in this sweep)
+        P2_c = mean_{j : l_j = c} x_j           (2D prototype: cells the teacher labels c)
+        L_sem = InfoNCE({P3_c}, {P2_c}) over the classes present in both
+
+    Our choice: the 3D labels y are the training targets (ground truth of seen classes plus pseudo labels);
+    the 2D labels l are the teacher's own labels over all classes; prototypes are per sweep (not a memory
+    bank over the data set), and the InfoNCE is symmetric.
+    """
+    features = F.normalize(voxel_features, dim=1)
+    prototypes_3d, present_3d = _class_means(features, voxel_labels, num_classes)
+    prototypes_2d, present_2d = _class_means(cell_features.to(features.dtype), cell_labels, num_classes)
+    both = present_3d & present_2d
+    return info_nce(prototypes_3d[both], prototypes_2d[both], temperature)
+
+
+def mcfa_spatial_loss(point_features: torch.Tensor, point_cells: torch.Tensor, cell_features: torch.Tensor,
+                      temperature: float, max_cells: int, min_points: int,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """MCFA, spatial (local) granularity: each image cell's pooled 3D feature against that cell's CLIP feature.
+
+        z_j = mean_{p : cell(p) = j} n(f_p)     (points falling in cell j, f_p their voxel's feature)
+        L_spa = InfoNCE({z_j}, {x_j}) over cells hit by at least ``min_points`` points
+
+    Our choice: at most ``max_cells`` cells per sweep, drawn at random (the cost is K^2); cells of the same
+    class are negatives of each other, as in a plain InfoNCE, which the 3D features can satisfy only by
+    following the fine-grained differences of CLIP's features.
+    """
+    hit = point_cells >= 0
+    cells, inverse, counts = torch.unique(point_cells[hit], return_inverse=True, return_counts=True)
+    pooled = torch.zeros(len(cells), point_features.shape[1], dtype=point_features.dtype,
+                         device=point_features.device)
+    pooled.index_add_(0, inverse, F.normalize(point_features[hit], dim=1))
+    pooled = pooled / counts[:, None]
+    enough = torch.nonzero(counts >= min_points).squeeze(1)
+    if len(enough) > max_cells:
+        enough = enough[torch.randperm(len(enough), generator=generator)[:max_cells].to(enough.device)]
+    targets = cell_features[cells[enough]].to(pooled.dtype)
+    return info_nce(pooled[enough], targets, temperature)
+
+
+def _class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, D) mean feature per class and (C,) bool "class has members"; rows without members are 0."""
+    labelled = labels >= 0
+    sums = torch.zeros(num_classes, features.shape[1], dtype=features.dtype, device=features.device)
+    sums.index_add_(0, labels[labelled], features[labelled])
+    counts = torch.bincount(labels[labelled], minlength=num_classes)
+    present = counts > 0
+    return sums / counts.clamp(min=1)[:, None], present
