@@ -7,18 +7,10 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure  # a bare Figure renders to files with Agg: no pyplot, no global backend
-from matplotlib.patches import Patch
 
 from clip_seg3d_ros.datasets.sample import Sample
 from clip_seg3d_ros.geometry.camera import project_points
-from clip_seg3d_ros.synthetic.classes import PALETTE
-
-UNLABELLED_RGB = np.array([0.6, 0.6, 0.6])
-
-
-def _colours(labels: np.ndarray) -> np.ndarray:
-    """(N, 3) floats in [0, 1]: the class palette, grey for -1."""
-    return np.where(labels[:, None] >= 0, PALETTE[np.maximum(labels, 0)] / 255.0, UNLABELLED_RGB)
+from clip_seg3d_ros.training.plots import class_colors, class_legend_handles, draw_bev, label_colors
 
 
 def plot_sample(sample: Sample, path: str | Path, view_range: float = 50.0) -> None:
@@ -29,14 +21,9 @@ def plot_sample(sample: Sample, path: str | Path, view_range: float = 50.0) -> N
     figure = Figure(figsize=(20, 4.5 * rows), layout="constrained")
     grid = figure.add_gridspec(rows, 2, width_ratios=[1, 1.4])
 
+    colors = class_colors(sample.class_names)
     bev = figure.add_subplot(grid[:, 0])
-    near = np.abs(sample.points[:, :2]).max(axis=1) <= view_range
-    bev.scatter(sample.points[near, 0], sample.points[near, 1], c=_colours(labels[near]), s=1.0, linewidths=0)
-    bev.set_aspect("equal")
-    bev.set_xlim(-view_range, view_range)
-    bev.set_ylim(-view_range, view_range)
-    bev.set_xlabel("x forward [m]")
-    bev.set_ylabel("y left [m]")
+    draw_bev(bev, sample.points, label_colors(labels, colors), view_range)
     bev.set_title(f"{sample.name}: {len(sample.points):,} points, bird's-eye view")
     for frame in sample.cameras:  # the cameras' fields of view, to see which points they cover
         camera = frame.camera
@@ -46,8 +33,7 @@ def plot_sample(sample: Sample, path: str | Path, view_range: float = 50.0) -> N
         centre = to_lidar[:3, 3]
         bev.plot([far[0, 0], centre[0], far[0, 1]], [far[1, 0], centre[1], far[1, 1]], "k--", linewidth=0.8)
 
-    present = np.unique(labels[labels >= 0])
-    handles = [Patch(color=PALETTE[c] / 255.0, label=sample.class_names[c]) for c in present]
+    handles = class_legend_handles(sample.class_names, colors, labels)
     bev.legend(handles=handles, loc="upper left", fontsize=8, ncol=2, framealpha=0.85)
 
     for index, frame in enumerate(sample.cameras):
@@ -55,14 +41,14 @@ def plot_sample(sample: Sample, path: str | Path, view_range: float = 50.0) -> N
         image_axes = figure.add_subplot(grid[2 * index, 1])
         image_axes.imshow(frame.image)
         image_axes.scatter(projection.pixels[:, 0], projection.pixels[:, 1],
-                           c=_colours(labels[projection.point_indices]), s=0.4, linewidths=0)
+                           c=label_colors(labels[projection.point_indices], colors) / 255.0, s=0.4, linewidths=0)
         image_axes.set_xlim(-0.5, frame.camera.width - 0.5)
         image_axes.set_ylim(frame.camera.height - 0.5, -0.5)
         image_axes.set_title(f"camera {frame.camera.name}: RGB with {len(projection.point_indices):,} projected points")
         image_axes.axis("off")
         if frame.label_image is not None:
             label_axes = figure.add_subplot(grid[2 * index + 1, 1])
-            label_axes.imshow(_colours(frame.label_image.ravel()).reshape(*frame.label_image.shape, 3))
+            label_axes.imshow(label_colors(frame.label_image, colors))
             label_axes.set_title(f"camera {frame.camera.name}: rendered class ids")
             label_axes.axis("off")
     figure.savefig(path, dpi=100)

@@ -73,7 +73,7 @@ class TeacherSettings:
 
     kind: str = "synthetic"
     model_name: str = "ViT-B-16"
-    pretrained: str = "openai"
+    pretrained: str | None = "openai"  # None: random weights (tests only)
     quick_gelu: bool | None = None
     resolution: int | None = None
     cache_dir: str = ""  # fp16 cache of text embeddings and dense features; empty: none
@@ -201,10 +201,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     return validate(config)
 
 
-def config_from_dict(data: dict) -> TrainConfig:
-    """The config saved in a checkpoint or run folder, back as a TrainConfig."""
+def config_from_dict(data: dict, overrides: list[str] | None = None) -> TrainConfig:
+    """The config saved in a checkpoint or run folder, back as a TrainConfig (plus "key=value" overrides)."""
     try:
-        config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(data)))
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(data))
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         raise ConfigError(f"saved training config: {str(error).splitlines()[0]}") from error
     return validate(config)

@@ -80,11 +80,30 @@ def build_split(data: DataSettings, split: str, with_images: bool = True) -> Seq
     if data.dataset == "nuscenes":
         from clip_seg3d_ros.datasets.nuscenes import CAMERAS, NuScenes
 
-        return NuScenes(data.root, data.version, scenes=names or None, cameras=data.cameras or CAMERAS,
-                        with_images=with_images)
+        return NuScenes(data.root, data.version, scenes=nuscenes_scene_names(names) or None,
+                        cameras=data.cameras or CAMERAS, with_images=with_images)
     from clip_seg3d_ros.datasets.folder import FolderDataset
 
     return ConcatSamples([FolderDataset(f"{data.root}/{name}") for name in names] or [FolderDataset(data.root)])
+
+
+def nuscenes_scene_names(names: Sequence[str]) -> list[str]:
+    """Scene names; an entry "split:NAME" (e.g. "split:train", "split:val") expands to the official scene
+    list of that split, which the nuScenes devkit holds (``pip install nuscenes-devkit``)."""
+    scenes = []
+    for name in names:
+        if not name.startswith("split:"):
+            scenes.append(name)
+            continue
+        try:
+            from nuscenes.utils.splits import create_splits_scenes
+        except ImportError as error:
+            raise ValueError(f"data split {name!r} needs the nuScenes devkit: pip install nuscenes-devkit") from error
+        splits = create_splits_scenes()
+        if name[6:] not in splits:
+            raise ValueError(f"unknown nuScenes split {name[6:]!r}; the devkit knows {sorted(splits)}")
+        scenes.extend(splits[name[6:]])
+    return scenes
 
 
 class ConcatSamples:

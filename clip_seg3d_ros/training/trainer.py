@@ -33,6 +33,7 @@ from clip_seg3d_ros.training.data import (
     augment_points,
     build_split,
     build_teacher,
+    class_flags,
 )
 from clip_seg3d_ros.training.distributed import (
     all_reduce_sum,
@@ -229,6 +230,9 @@ class Run:
         if (folder / "done").exists():
             return
         folder.mkdir(parents=True, exist_ok=True)
+        if self.group.distributed:  # label with one model everywhere: rank 0's BatchNorm statistics
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
         segmenter = Segmenter(self.model, self.vocabulary, self.device, calibration_bias=0.0)
         allowed = ~np.array(self.vocabulary.seen) if self.config.setting == "zero_shot" else \
             np.ones(len(self.vocabulary), dtype=bool)
@@ -308,8 +312,8 @@ class Run:
     def evaluate(self, out_dir: Path | None = None) -> EvaluationResult:
         segmenter = Segmenter(self.model, self.vocabulary, self.device,
                               calibration_bias=self.config.eval.calibration_bias)
-        seen = list(self.vocabulary.seen) if self.config.setting == "zero_shot" else \
-            [name not in self.config.data.unseen_classes for name in self.vocabulary.names]
+        # Seen / unseen as the data split says, also for annotation-free runs (which saw no label at all).
+        seen = class_flags(self.data.val.class_names, self.config.data.unseen_classes)
         result = evaluate_segmenter(segmenter, self.data.val, seen, num_bev=self.config.eval.num_bev,
                                     progress=self.progress)
         self.model.train()

@@ -1,0 +1,1 @@
+"""The offline training pipeline: CLIP-guided training, self-training, evaluation and reports."""

@@ -1,0 +1,214 @@
+"""The training pipeline end to end: configs, sample preparation, a real-data config, resume and torchrun."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import sample_folder
+from PIL import Image
+from test_geometry import KITTI_CALIB
+
+from clip_seg3d_ros import Segmenter, load_checkpoint
+from clip_seg3d_ros.geometry import project_points
+from clip_seg3d_ros.models import PointSegmentationNet
+from clip_seg3d_ros.synthetic import SyntheticWorld
+from clip_seg3d_ros.teacher import dense_pseudo_labels, pseudo_labels_to_points
+from clip_seg3d_ros.training.config import ConfigError, load_config
+from clip_seg3d_ros.training.data import SamplePreparer, augment_points, build_teacher
+from clip_seg3d_ros.training.trainer import train
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN_SCRIPT = ROOT / "training" / "train.py"
+# A tiny synthetic run: 4 training scenes cropped to 15 m, coarse voxels, 2 steps per epoch.
+TINY = ["data.synthetic_train_scenes=4", "data.synthetic_val_scenes=1", "data.max_range=15",
+        "model.voxel_size=0.3", "schedule.epochs=2", "schedule.self_training_rounds=1",
+        "schedule.self_training_epochs=1", "eval.num_bev=1", "loss.spatial_max_patches=64"]
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return SyntheticWorld().scene(2)  # its camera sees trucks, motorcycles and a traffic sign
+
+
+def test_config_file_overrides_and_errors(tmp_path):
+    config = load_config(ROOT / "config" / "train" / "synthetic.yaml", ["schedule.epochs=3", "optim.lr=0.01"])
+    assert config.schedule.epochs == 3 and config.optim.lr == 0.01 and config.model.voxel_size == 0.15
+    assert config.total_epochs == 3 + config.schedule.self_training_rounds * config.schedule.self_training_epochs
+    with pytest.raises(ConfigError, match="nonsense"):
+        load_config(None, ["loss.nonsense=1"])
+    with pytest.raises(ConfigError, match="optim.lr"):
+        load_config(None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="setting"):
+        load_config(None, ["setting=few_shot"])
+    with pytest.raises(ConfigError, match="synthetic teacher"):
+        load_config(None, ["data.dataset=semantickitti"])
+    with pytest.raises(ConfigError, match="no such config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("name", ["synthetic", "synthetic_annotation_free", "semantickitti_zero_shot",
+                                  "semantickitti_annotation_free", "nuscenes_zero_shot", "nuscenes_annotation_free"])
+def test_every_shipped_config_loads(name):
+    config = load_config(ROOT / "config" / "train" / f"{name}.yaml")
+    assert config.setting == ("annotation_free" if "annotation_free" in name else "zero_shot")
+    assert len(config.data.unseen_classes) == 4
+
+
+def test_zero_shot_preparation_hides_unseen_labels_and_matches_the_teacher(scene):
+    config = load_config(None, [])
+    teacher = build_teacher(config.teacher)
+    prepared = SamplePreparer(teacher, config, scene.class_names)(scene)
+    unseen = [scene.class_names.index(name) for name in config.data.unseen_classes]
+    assert not np.isin(prepared.labels, unseen).any()
+    truth_unseen = np.isin(scene.labels, unseen)
+    assert truth_unseen.sum() > 1000 and (prepared.labels[truth_unseen] == -1).all()
+    np.testing.assert_array_equal(prepared.labels[~truth_unseen], scene.labels[~truth_unseen])
+    # Pseudo labels are unseen classes only, and the same as the tested 2D -> 3D transfer gives.
+    assert set(np.unique(prepared.pseudo_labels)) <= {-1, *unseen}
+    frame = scene.cameras[0]
+    text = teacher.encode_text(scene.class_names)
+    allowed = torch.zeros(len(text), dtype=torch.bool)
+    allowed[unseen] = True
+    settings = dict(temperature=0.01, prompt_score_threshold=0.5, confidence_threshold=0.5)
+    label_map, _ = dense_pseudo_labels(teacher.encode_frames([frame])[0], text, allowed, **settings)
+    expected = pseudo_labels_to_points([label_map], [frame.image.shape[:2]],
+                                       [project_points(scene.points[:, :3], frame.camera)], len(scene.points))
+    np.testing.assert_array_equal(prepared.pseudo_labels, expected)
+    # On the unlabelled points (where pseudo labels are used), they are mostly right: the simulated teacher
+    # confuses truck with car, but car points carry their ground truth.
+    on_unseen = (prepared.point_cell >= 0) & truth_unseen
+    labelled = on_unseen & (prepared.pseudo_labels >= 0)
+    assert on_unseen.sum() > 100 and labelled.sum() > 0.5 * on_unseen.sum()
+    assert (prepared.pseudo_labels[labelled] == scene.labels[labelled]).mean() > 0.9
+    # Cells: every camera-visible point has one, their features are the teacher's.
+    visible = prepared.point_cell >= 0
+    assert (expected[~visible] == -1).all() and 0.1 < visible.mean() < 0.6
+    assert prepared.cell_features.shape == (label_map.numel(), teacher.embed_dim)
+
+
+def test_annotation_free_preparation_has_no_annotations(scene):
+    config = load_config(None, ["setting=annotation_free"])
+    prepared = SamplePreparer(build_teacher(config.teacher), config, scene.class_names)(scene)
+    assert (prepared.labels == -1).all()
+    assert len(np.unique(prepared.pseudo_labels[prepared.pseudo_labels >= 0])) > 8  # seen classes too
+    correct = prepared.pseudo_labels == scene.labels
+    assert correct[prepared.pseudo_labels >= 0].mean() > 0.7
+
+
+def test_augmentation_is_a_rotation_mirror_and_scale(scene):
+    config = load_config(None, [])
+    points = scene.points[:2000]
+    augmented = augment_points(points, config.augment, np.random.default_rng(0))
+    original_distances = np.linalg.norm(points[1:, :3] - points[:-1, :3], axis=1)
+    new_distances = np.linalg.norm(augmented[1:, :3] - augmented[:-1, :3], axis=1)
+    ratio = new_distances / original_distances
+    assert np.allclose(ratio, ratio[0], rtol=1e-4) and 0.95 <= ratio[0] <= 1.05
+    np.testing.assert_allclose(augmented[:, 2] / ratio[0], points[:, 2], atol=1e-4)  # z only scales
+    np.testing.assert_array_equal(augmented[:, 3], points[:, 3])
+    assert not np.allclose(augmented[:, :2], points[:, :2])
+
+
+def kitti_tree(root: Path) -> Path:
+    source = sample_folder("semantickitti_spvnas_000000")
+    sequence = root / "sequences" / "00"
+    for sub in ("velodyne", "labels", "image_2"):
+        (sequence / sub).mkdir(parents=True)
+    shutil.copy(source / "000000.bin", sequence / "velodyne" / "000000.bin")
+    shutil.copy(source / "000000.label", sequence / "labels" / "000000.label")
+    (sequence / "calib.txt").write_text(KITTI_CALIB)
+    noise = np.random.default_rng(0).integers(0, 255, size=(370, 1226, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(sequence / "image_2" / "000000.png")
+    return root
+
+
+def test_the_semantickitti_config_runs_on_kitti_files_with_open_clip(tmp_path):
+    """The shipped real config, unchanged but for paths and sizes, on a one-scan KITTI tree (random CLIP)."""
+    root = kitti_tree(tmp_path / "kitti")
+    overrides = [f"data.root={root}", "data.train_split=['00']", "data.val_split=['00']", "data.max_range=20",
+                 "model.preset=small", "model.voxel_size=0.2", "teacher.pretrained=null", "teacher.cache_dir=''",
+                 "schedule.epochs=1", "schedule.self_training_rounds=0", "optim.samples_per_step=1",
+                 "eval.num_bev=1", "device=cpu"]
+    config = load_config(ROOT / "config" / "train" / "semantickitti_zero_shot.yaml", overrides)
+    metrics = train(config, tmp_path / "run", progress=False)
+    assert set(metrics) >= {"miou", "miou_seen", "miou_unseen", "hiou", "iou_per_class"}
+    checkpoint = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert checkpoint.clip_model == "ViT-B-16/None" and checkpoint.vocabulary.embed_dim == 512
+    assert [n for n, s in zip(checkpoint.vocabulary.names, checkpoint.vocabulary.seen, strict=True) if not s] == \
+        config.data.unseen_classes
+    assert checkpoint.model_config.preset == "small" and checkpoint.metrics["miou"] == metrics["miou"]
+    assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["points"] == metrics["points"]
+    labels, _ = Segmenter.from_checkpoint(tmp_path / "run" / "model.pt")(np.zeros((5, 4), dtype=np.float32))
+    assert labels.shape == (5,) and (labels >= 0).all()
+
+
+def run_script(out: Path, *extra: str, torchrun: int = 0) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={torchrun}"] if torchrun else \
+        [sys.executable]
+    return subprocess.Popen([*launcher, str(TRAIN_SCRIPT), "--out", str(out), "--quiet", "--set", *TINY, *extra],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finished(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+    return output
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).model_state
+
+
+def test_a_killed_run_resumes_to_the_same_model_and_metrics(tmp_path):
+    finished(run_script(tmp_path / "whole"))
+    killed = run_script(tmp_path / "killed")
+    last = tmp_path / "killed" / "last.pt"
+    while not last.exists() and killed.poll() is None:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "model.pt").exists(), "the run ended before it could be killed"
+    assert load_checkpoint(last).training_state["epoch"] < 3
+    finished(subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), "--out", str(tmp_path / "killed"), "--quiet",
+                               "--resume", "--set", *TINY], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True))
+    whole = json.loads((tmp_path / "whole" / "eval" / "metrics.json").read_text())
+    resumed = json.loads((tmp_path / "killed" / "eval" / "metrics.json").read_text())
+    for key in ("miou", "miou_seen", "miou_unseen"):
+        assert resumed[key] == pytest.approx(whole[key], abs=1e-6)
+    expected = weights(tmp_path / "whole" / "model.pt")
+    for name, tensor in weights(tmp_path / "killed" / "model.pt").items():
+        torch.testing.assert_close(tensor, expected[name], rtol=1e-5, atol=1e-6)
+    # Resuming with another config is refused.
+    other = subprocess.run([sys.executable, str(TRAIN_SCRIPT), "--out", str(tmp_path / "killed"), "--quiet",
+                            "--resume", "--set", *TINY, "optim.lr=0.1"], cwd=ROOT, capture_output=True, text=True)
+    assert other.returncode == 2 and "another config" in other.stderr
+
+
+def test_two_processes_under_torchrun_train_the_same_model_as_one(tmp_path):
+    """Same sweeps, same augmentations, gradients averaged: the same weights. Not compared: BatchNorm's running
+    statistics, which each process updates from its own sweeps (DDP then keeps rank 0's), so the self-training
+    phase, whose labels come from the model in eval mode, is left out here."""
+    no_self_training = ["schedule.self_training_rounds=0", "schedule.epochs=3"]
+    one = run_script(tmp_path / "one", *no_self_training)
+    finished(one)
+    finished(run_script(tmp_path / "two", *no_self_training, torchrun=2))
+    single, double = weights(tmp_path / "one" / "model.pt"), weights(tmp_path / "two" / "model.pt")
+    compared = 0
+    for name, tensor in single.items():
+        if "running" in name or "num_batches" in name:
+            continue
+        torch.testing.assert_close(double[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+        compared += 1
+    assert compared > 20
+    torch.manual_seed(0)  # the run's initial weights: training moved them
+    initial = PointSegmentationNet(load_checkpoint(tmp_path / "one" / "model.pt").model_config).state_dict()
+    assert not torch.allclose(initial["projection.weight"], single["projection.weight"], atol=1e-3)
