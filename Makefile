@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint bench clean
+.PHONY: setup test lint bench demo benchmark clean
 
 setup: $(STAMP)
 
@@ -23,5 +23,13 @@ test: lint
 bench: setup
 	$(BIN)/python -m clip_seg3d_ros.bench $(ARGS)
 
+# The main job on a machine without data: train on the synthetic world, evaluate, say where the results are.
+demo: setup
+	$(BIN)/python training/train.py --config config/train/synthetic.yaml --out runs/demo $(ARGS)
+
+# The ablation table of the README (a)-(e) + annotation-free, on the synthetic world.
+benchmark: setup
+	$(BIN)/python training/benchmark.py --out runs/benchmark $(ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs

@@ -1,7 +1,8 @@
 """Sparse 3D convolution: submanifold, strided (downsampling) and transposed (upsampling).
 
-The native kernel is gather -> matmul -> scatter-add per kernel offset, all vectorised over voxels, so it
-runs on CPU and CUDA and autograd differentiates it. The loop is over the (at most 27) offsets only.
+The native kernel is one gather of the input rows of every kernel offset, a matmul per offset, and one
+scatter-add into the output, all vectorised over voxels, so it runs on CPU and CUDA and autograd
+differentiates it. The loop is over the (at most 27) offsets' matmuls only.
 """
 
 from __future__ import annotations
@@ -57,10 +58,11 @@ def _apply_kernel_map(feats: torch.Tensor, weight: torch.Tensor, kernel_map: Ker
         out = feats @ weight[identity]
     else:
         out = feats.new_zeros(kernel_map.num_outputs, weight.shape[-1])
-    for offset, (rows_in, rows_out) in enumerate(kernel_map.pairs):
-        if offset == identity or rows_in.numel() == 0:
-            continue
-        out.index_add_(0, rows_out, feats[rows_in] @ weight[offset])
+    offsets, counts, rows_in, rows_out = kernel_map.flattened()
+    if offsets:
+        gathered = feats[rows_in].split(counts)
+        products = torch.cat([part @ weight[offset] for part, offset in zip(gathered, offsets, strict=True)])
+        out = out.index_add(0, rows_out, products)
     return out
 
 

@@ -28,6 +28,23 @@ class KernelMap:
     num_inputs: int
     num_outputs: int
     identity_offset: int | None = None
+    _flat: tuple | None = field(default=None, repr=False, compare=False)
+
+    def flattened(self) -> tuple[list[int], list[int], torch.Tensor, torch.Tensor]:
+        """The non-identity offsets' pairs concatenated: (offsets, pair counts, input rows, output rows).
+
+        One gather and one scatter-add over all offsets instead of one per offset: autograd then allocates
+        one input-sized gradient buffer per convolution, not one per offset. Computed once per map.
+        """
+        if self._flat is None:
+            kept = [k for k, (rows_in, _) in enumerate(self.pairs) if k != self.identity_offset and rows_in.numel()]
+            rows_in = [self.pairs[k][0] for k in kept]
+            rows_out = [self.pairs[k][1] for k in kept]
+            device = self.pairs[0][0].device if self.pairs else None
+            empty = torch.empty(0, dtype=torch.long, device=device)
+            self._flat = (kept, [len(rows) for rows in rows_in], torch.cat(rows_in) if kept else empty,
+                          torch.cat(rows_out) if kept else empty)
+        return self._flat
 
     def transposed(self) -> KernelMap:
         """The map of the transposed convolution: every pair with its ends swapped."""
