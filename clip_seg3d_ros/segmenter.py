@@ -124,15 +124,22 @@ class Segmenter:
         return PreparedSweep(num_points=len(points), valid=valid, voxels=voxels)
 
     @torch.inference_mode()
-    def infer(self, prepared: PreparedSweep) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-voxel label and score."""
+    def infer_logits(self, prepared: PreparedSweep) -> torch.Tensor:
+        """(V, C) float32 class logits per voxel (row ``i`` for ``prepared.voxels.coords[i]``), on the device.
+
+        The full distribution, not just the winner: camera fusion (:mod:`clip_seg3d_ros.fusion`) mixes these
+        probabilities with CLIP's 2D ones. (0, C) when the sweep has no valid point.
+        """
         if prepared.voxels is None:
-            empty = torch.empty(0, device=self.device)
-            return empty.long(), empty
+            return torch.empty(0, len(self.vocabulary), device=self.device)
         voxels = prepared.voxels
         sparse = SparseTensor(feats=voxels.feats, coords=voxels.coords, cache=CoordinateCache(self.sparse_backend))
-        logits = self.classifier(self.model(sparse))
-        scores, labels = torch.softmax(logits.float(), dim=1).max(dim=1)
+        return self.classifier(self.model(sparse)).float()
+
+    @torch.inference_mode()
+    def infer(self, prepared: PreparedSweep) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-voxel label and score (the softmax probability of the label)."""
+        scores, labels = torch.softmax(self.infer_logits(prepared), dim=1).max(dim=1)
         return labels, scores
 
     def postprocess(

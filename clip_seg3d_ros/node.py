@@ -1,0 +1,315 @@
+"""The ROS 2 segmentation node: ``ros2 run clip_seg3d_ros segment --ros-args -p checkpoint:=model.pt``.
+
+The only module of the package that imports rclpy. It is glue: topics, QoS, TF, threads and parameters;
+what a sweep becomes is decided by :class:`~clip_seg3d_ros.segment_runtime.SegmentRuntime` and
+:class:`~clip_seg3d_ros.processing.SweepProcessor` (the same path rosbag replay takes), messages are
+converted by :mod:`clip_seg3d_ros.ros`.
+
+Topics (relative to the node, remap them in the launch file):
+
+- ``~/input/points`` (sensor_msgs/PointCloud2; sensor-data QoS: best effort, keep last 1): x, y, z and
+  optionally intensity; any other fields are carried to the output unchanged.
+- with ``use_cameras``: each of ``camera_topics`` (sensor_msgs/Image, rgb8/bgr8/mono8...) and its sibling
+  ``camera_info``; sweep and images are paired by message_filters' ApproximateTimeSynchronizer
+  (``queue_size``, ``slop``), the CameraInfo is the latest one heard, and the LiDAR-to-camera transform comes
+  from TF (camera optical frame <- cloud frame, at the sweep's stamp, else the latest). An image without a
+  transform, CameraInfo or a readable encoding is left out (warned, throttled, and counted); the sweep is
+  still labelled, from the other cameras or from 3D alone.
+- ``~/output/points`` (PointCloud2, reliable, keep last 1): the input cloud with ``label`` (UINT16 index into
+  the label map, 65535 = ignored) and ``score`` (FLOAT32) per point, the input header.
+- ``~/output/points_rgb`` (PointCloud2, when ``publish_rgb``): x, y, z, rgb in the class palette, for RViz.
+- ``~/output/label_info`` (vision_msgs/LabelInfo, transient local): class id -> name, and the score threshold;
+  re-published when the vocabulary changes (not published where vision_msgs has no LabelInfo).
+- ``~/processing_time_ms/<stage>`` (std_msgs/Float32, per sweep): preprocess, inference, fusion,
+  postprocess, total: plain numbers that rqt_plot / PlotJuggler show directly.
+- ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, every ``diagnostics_period`` s): sweeps processed,
+  skipped by reason, dropped, camera images left out, mean stage times (:mod:`clip_seg3d_ros.sweep_stats`).
+
+Behaviour: no work when nobody subscribes to ``~/output/points`` or ``~/output/points_rgb`` (counted as
+skipped). Sweeps are processed in a worker thread fed by a one-sweep slot: when processing falls behind, the
+newest sweep replaces the waiting one, which is counted as dropped; the queue never grows. A bad message or a
+failing sweep is logged (throttled), counted and skipped; it never stops the node. ``vocabulary``,
+``score_threshold``, ``calibration_bias`` and ``fusion_weight`` can be changed while running
+(``ros2 param set``); the other parameters are read once (see :mod:`clip_seg3d_ros.node_parameters`). A
+sweep in flight when the vocabulary changes is labelled entirely with the old or entirely with the new one.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from message_filters import ApproximateTimeSynchronizer, Subscriber
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Float32
+from tf2_ros import Buffer, TransformException, TransformListener
+
+try:
+    from vision_msgs.msg import LabelInfo, VisionClass
+except ImportError:  # vision_msgs without LabelInfo (older than 4.1): the label map is not published
+    LabelInfo = VisionClass = None
+
+from clip_seg3d_ros.checkpoint import CheckpointError
+from clip_seg3d_ros.latest_slot import LatestSlot
+from clip_seg3d_ros.node_parameters import (
+    DESCRIPTIONS,
+    NODE_NAME,
+    RUNTIME_PARAMETERS,
+    SegmentParameters,
+    camera_info_topic,
+)
+from clip_seg3d_ros.processing import STAGES
+from clip_seg3d_ros.ros.camera_frame import camera_frame_from_messages
+from clip_seg3d_ros.ros.label_info import label_info_fields
+from clip_seg3d_ros.ros.pointcloud2 import (
+    PointCloud2Error,
+    PointCloud2Types,
+    colours_for_labels,
+    create_labelled_cloud,
+    create_rgb_cloud,
+    read_xyz_intensity,
+)
+from clip_seg3d_ros.ros.tf import transform_to_matrix
+from clip_seg3d_ros.segment_runtime import SegmentRuntime
+from clip_seg3d_ros.sweep_stats import ERROR, OK, WARN, SweepStatistics
+from clip_seg3d_ros.training.plots import class_colors
+
+LOG_THROTTLE_S = 5.0
+INPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1,
+                       durability=DurabilityPolicy.VOLATILE)
+OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1)
+LATCHED_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+DIAGNOSTIC_LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
+
+
+class SegmentationNode(Node):
+    """Labels every LiDAR sweep it can keep up with; see the module docstring for topics and behaviour."""
+
+    def __init__(self) -> None:
+        super().__init__(NODE_NAME)
+        self.parameters = self._declare_parameters()
+        self.runtime = SegmentRuntime(self.parameters)  # CheckpointError / ValueError: main() reports and exits
+        self.stats = SweepStatistics()
+        self.slot: LatestSlot[tuple] = LatestSlot()
+        self.cloud_types = PointCloud2Types.from_rclpy()
+        self._palette = class_colors(self.runtime.class_names)
+        self._camera_infos: dict[str, CameraInfo] = {}
+
+        self.points_publisher = self.create_publisher(PointCloud2, "~/output/points", OUTPUT_QOS)
+        self.rgb_publisher = (
+            self.create_publisher(PointCloud2, "~/output/points_rgb", OUTPUT_QOS) if self.parameters.publish_rgb
+            else None
+        )
+        self.label_info_publisher = (
+            self.create_publisher(LabelInfo, "~/output/label_info", LATCHED_QOS) if LabelInfo is not None else None
+        )
+        self.time_publishers = {
+            stage: self.create_publisher(Float32, f"~/processing_time_ms/{stage}", 10) for stage in STAGES
+        }
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self.parameters.diagnostics_period, self._publish_diagnostics)
+        self._publish_label_info()
+
+        if self.parameters.use_cameras:
+            self._subscribe_with_cameras()
+        else:
+            self.create_subscription(PointCloud2, "~/input/points", self._on_sweep, INPUT_QOS)
+
+        # Registered after declaring the parameters: declaring calls this callback too.
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._worker = threading.Thread(target=self._work, name="clip_seg3d_worker", daemon=True)
+        self._worker.start()
+        cameras = f"cameras {list(self.parameters.camera_topics)}" if self.parameters.use_cameras else "no cameras"
+        self.get_logger().info(f"segmenting {self.runtime.class_names} on {self.runtime.device}, {cameras}")
+
+    # --- set-up -----------------------------------------------------------------------------------------------
+
+    def _declare_parameters(self) -> SegmentParameters:
+        """Declare every parameter with its default and description; read and validate them once.
+
+        Dynamic typing, validated by SegmentParameters: ROS types an empty list as a byte array and would refuse
+        ``score_threshold: 1`` (an integer) for a double; the rules live in one place instead.
+        """
+        values = {}
+        for name, default in SegmentParameters.defaults().items():
+            descriptor = ParameterDescriptor(
+                description=DESCRIPTIONS[name], dynamic_typing=True, read_only=name not in RUNTIME_PARAMETERS
+            )
+            values[name] = self.declare_parameter(name, default, descriptor).value
+        return SegmentParameters.from_values(values)
+
+    def _subscribe_with_cameras(self) -> None:
+        image_qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
+                               depth=self.parameters.queue_size)
+        filters = [Subscriber(self, PointCloud2, "~/input/points", qos_profile=INPUT_QOS)]
+        for topic in self.parameters.camera_topics:
+            filters.append(Subscriber(self, Image, topic, qos_profile=image_qos))
+            self.create_subscription(CameraInfo, camera_info_topic(topic), self._camera_info_keeper(topic),
+                                     qos_profile_sensor_data)
+        self._synchronizer = ApproximateTimeSynchronizer(filters, self.parameters.queue_size, self.parameters.slop)
+        self._synchronizer.registerCallback(self._on_sweep)
+        self.tf_buffer = Buffer()
+        self.tf_listener = TransformListener(self.tf_buffer, self)
+
+    # --- callbacks (executor thread): cheap, never block ---------------------------------------------------------
+
+    def _camera_info_keeper(self, topic: str):
+        """The CameraInfo callback of camera ``topic``: keeps the latest message (calibration rarely changes)."""
+
+        def keep(message: CameraInfo) -> None:
+            self._camera_infos[topic] = message
+
+        return keep
+
+    def _on_sweep(self, cloud: PointCloud2, *images: Image) -> None:
+        nobody = self.points_publisher.get_subscription_count() == 0 and (
+            self.rgb_publisher is None or self.rgb_publisher.get_subscription_count() == 0
+        )
+        if nobody:
+            self.stats.record_skipped("no_subscribers")
+            return
+        if self.slot.put((cloud, images)):
+            self.stats.record_dropped()
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        try:
+            for parameter in parameters:
+                self.runtime.apply(parameter.name, parameter.value)
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        names = {parameter.name for parameter in parameters}
+        if names & {"vocabulary", "score_threshold"}:
+            self._palette = class_colors(self.runtime.class_names)
+            self._publish_label_info()
+        if "vocabulary" in names:
+            self.get_logger().info(f"vocabulary is now {self.runtime.class_names}")
+        return SetParametersResult(successful=True)
+
+    def _publish_label_info(self) -> None:
+        if self.label_info_publisher is None:
+            return
+        message = LabelInfo(**label_info_fields(self.runtime.class_names, self.runtime.processor.score_threshold,
+                                                VisionClass))
+        message.header.stamp = self.get_clock().now().to_msg()
+        self.label_info_publisher.publish(message)
+
+    def _publish_diagnostics(self) -> None:
+        report = self.stats.report()
+        status = DiagnosticStatus(
+            level=DIAGNOSTIC_LEVELS[report.level],
+            name=f"{self.get_fully_qualified_name()}: LiDAR segmentation",
+            message=report.message,
+            hardware_id=str(self.runtime.device),
+            values=[KeyValue(key=key, value=value) for key, value in report.values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_publisher.publish(array)
+
+    # --- worker thread -----------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while rclpy.ok():
+            item = self.slot.take()
+            if item is None:  # the slot was closed: shutting down
+                return
+            cloud, images = item
+            try:
+                self._process(cloud, images)
+            except (PointCloud2Error, ValueError) as error:
+                self.stats.record_skipped("bad_message")
+                self.get_logger().warning(f"skipping a sweep: {error}", throttle_duration_sec=LOG_THROTTLE_S)
+            except Exception as error:  # a failing sweep (e.g. CUDA out of memory) must not stop the node
+                self.stats.record_skipped("processing_error")
+                self.get_logger().error(f"processing a sweep failed: {type(error).__name__}: {error}",
+                                        throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _process(self, cloud: PointCloud2, images: tuple[Image, ...]) -> None:
+        points = read_xyz_intensity(cloud)
+        frames = self._camera_frames(cloud, images) if images else []
+        result = self.runtime.processor.process(points, frames)
+        self.points_publisher.publish(create_labelled_cloud(cloud, result.labels, result.scores, self.cloud_types))
+        if self.rgb_publisher is not None and self.rgb_publisher.get_subscription_count() > 0:
+            colours = colours_for_labels(result.labels, self._palette)
+            self.rgb_publisher.publish(create_rgb_cloud(cloud.header, points[:, :3], colours, self.cloud_types,
+                                                        height=int(cloud.height), width=int(cloud.width)))
+        for stage, milliseconds in result.timings_ms.items():
+            self.time_publishers[stage].publish(Float32(data=float(milliseconds)))
+        self.stats.record_processed(result.timings_ms)
+
+    def _camera_frames(self, cloud: PointCloud2, images: tuple[Image, ...]) -> list:
+        """One CameraFrame per image that can be used; the others are counted and warned about (throttled)."""
+        frames = []
+        for topic, image in zip(self.parameters.camera_topics, images, strict=True):
+            info = self._camera_infos.get(topic)
+            if info is None:
+                self._leave_out("missing_camera_info", f"no CameraInfo on {camera_info_topic(topic)} yet")
+                continue
+            camera_frame_id = image.header.frame_id or info.header.frame_id
+            try:
+                lidar_to_camera = self._lookup_transform(camera_frame_id, cloud.header.frame_id, cloud.header.stamp)
+            except TransformException as error:
+                self._leave_out("missing_transform", f"no transform {cloud.header.frame_id} -> {camera_frame_id}: "
+                                f"{error}; labelling without camera {topic}")
+                continue
+            try:
+                frames.append(camera_frame_from_messages(image, info, lidar_to_camera))
+            except ValueError as error:
+                self._leave_out("bad_image", f"camera {topic}: {error}")
+        return frames
+
+    def _lookup_transform(self, target_frame: str, source_frame: str, stamp) -> np.ndarray:
+        """p_camera = T @ p_lidar at the sweep's stamp (waiting up to tf_timeout), else the latest transform."""
+        try:
+            transform = self.tf_buffer.lookup_transform(
+                target_frame, source_frame, Time.from_msg(stamp), timeout=Duration(seconds=self.parameters.tf_timeout)
+            )
+        except TransformException:
+            transform = self.tf_buffer.lookup_transform(target_frame, source_frame, Time())
+        return transform_to_matrix(transform.transform)
+
+    def _leave_out(self, reason: str, message: str) -> None:
+        self.stats.record_camera_left_out(reason)
+        self.get_logger().warning(message, throttle_duration_sec=LOG_THROTTLE_S)
+
+    # --- shutdown ------------------------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop the worker and free the model (GPU memory included)."""
+        self.slot.close()
+        self._worker.join(timeout=10.0)
+        self.runtime.close()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SegmentationNode()
+        rclpy.spin(node)
+    except (CheckpointError, ValueError) as error:
+        get_logger(NODE_NAME).fatal(f"cannot start: {error}")
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

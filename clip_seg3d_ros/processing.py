@@ -1,0 +1,226 @@
+"""The node's processing path, free of ROS: one sweep (and optionally its camera frames) in, a label per point out.
+
+The ROS node (:mod:`clip_seg3d_ros.node`) and rosbag replay both call :meth:`SweepProcessor.process`, so
+a bag replayed offline is labelled exactly as the robot labels it live. Stages, each timed:
+
+- ``preprocess``: validation, the point budget (``max_points``, see :mod:`clip_seg3d_ros.point_budget`),
+  voxelization;
+- ``inference``: the 3D network and the text classifier, class probabilities per voxel;
+- ``fusion``: with a :class:`~clip_seg3d_ros.fusion.CameraFusion` and camera frames, the 2D teacher and the
+  2D-3D mix for the points a camera sees (0 otherwise);
+- ``postprocess``: label and score of every point, back on the host, and the score threshold;
+- ``total``: the whole call, so at least the sum of the four.
+
+On CUDA every stage boundary synchronizes the device, so a stage's time is its own work and not the queue
+of kernels launched before it.
+
+Output: one entry per input point, always. ``labels`` are indices into :attr:`SweepProcessor.class_names`
+or -1 (ignored) for a point with a NaN/inf coordinate, a point whose score is below ``score_threshold``,
+and a point left without a voxel by the point budget. ``scores`` are the probabilities of the winning
+class (after fusion), 0 where the point has no result at all; a point under the threshold keeps its score,
+so a consumer can see how close it came.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from clip_seg3d_ros.datasets.sample import CameraFrame
+from clip_seg3d_ros.fusion import CameraFusion
+from clip_seg3d_ros.point_budget import assign_to_kept_voxels, evenly_spaced
+from clip_seg3d_ros.segmenter import IGNORE_LABEL, Segmenter
+from clip_seg3d_ros.vocabulary import Vocabulary
+
+STAGES = ("preprocess", "inference", "fusion", "postprocess", "total")
+
+
+@dataclass
+class SweepResult:
+    """``labels`` (N,) int32 (-1: ignored), ``scores`` (N,) float32, ``timings_ms`` {stage: milliseconds}."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    timings_ms: dict[str, float]
+
+
+def validate_points(points: np.ndarray) -> np.ndarray:
+    """``points`` as an (N, >=3) float32 array; anything else is a ValueError that says what was expected."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] < 3:
+        raise ValueError(f"points must be an (N, >=3) array of x, y, z[, intensity], got shape {points.shape}")
+    if not np.issubdtype(points.dtype, np.number):
+        raise ValueError(f"points must be numeric, got dtype {points.dtype}")
+    return points.astype(np.float32, copy=False)
+
+
+class _StageClock:
+    """Milliseconds between marks; synchronizes CUDA first so that each stage is charged its own kernels."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        self._synchronize()
+        self.start = self._last = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def mark(self, stage: str) -> None:
+        self._synchronize()
+        now = time.perf_counter()
+        self.timings[stage] = 1000.0 * (now - self._last)
+        self._last = now
+
+    def finish(self) -> dict[str, float]:
+        self.timings["total"] = 1000.0 * (self._last - self.start)
+        return self.timings
+
+
+class SweepProcessor:
+    """Labels LiDAR sweeps with a :class:`~clip_seg3d_ros.segmenter.Segmenter`, optionally fused with cameras.
+
+    - ``score_threshold``: points whose winning probability is below it are labelled -1 (0: keep all);
+    - ``max_points``: at most this many points go into the network (0: no limit); see
+      :mod:`clip_seg3d_ros.point_budget` for how the others are labelled;
+    - ``fusion``: a :class:`~clip_seg3d_ros.fusion.CameraFusion`, used when ``process`` gets camera frames.
+
+    Thread-safe: the node processes in a worker thread while parameter callbacks change the vocabulary,
+    thresholds and weights; one lock orders them, so a sweep is labelled entirely before or after a change.
+    """
+
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        *,
+        score_threshold: float = 0.0,
+        max_points: int = 0,
+        fusion: CameraFusion | None = None,
+    ) -> None:
+        self.segmenter = segmenter
+        self._lock = threading.RLock()
+        self.score_threshold = score_threshold
+        self.max_points = max_points
+        self.fusion = fusion
+        if fusion is not None:
+            fusion.set_vocabulary(segmenter.vocabulary)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.segmenter.class_names
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self.segmenter.vocabulary
+
+    @property
+    def score_threshold(self) -> float:
+        return self._score_threshold
+
+    @score_threshold.setter
+    def score_threshold(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {value}")
+        with self._lock:
+            self._score_threshold = value
+
+    @property
+    def max_points(self) -> int:
+        return self._max_points
+
+    @max_points.setter
+    def max_points(self, value: int) -> None:
+        if int(value) != value or value < 0:
+            raise ValueError(f"max_points must be a non-negative integer (0: no limit), got {value}")
+        with self._lock:
+            self._max_points = int(value)
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Segment other classes from the next sweep on (the segmenter's and the fusion's classes together)."""
+        with self._lock:
+            if self.fusion is not None:
+                self.fusion.set_vocabulary(vocabulary)  # checks the teacher's dimension before anything changes
+            try:
+                self.segmenter.set_vocabulary(vocabulary)
+            except ValueError:
+                if self.fusion is not None:
+                    self.fusion.set_vocabulary(self.segmenter.vocabulary)
+                raise
+
+    def set_calibration_bias(self, value: float) -> None:
+        with self._lock:
+            self.segmenter.calibration_bias = value
+
+    def process(self, points: np.ndarray, camera_frames: Sequence[CameraFrame] = ()) -> SweepResult:
+        """Label one sweep: ``points`` (N, >=3) x, y, z[, intensity, ...] in the LiDAR frame; ``camera_frames``
+        whose ``camera.lidar_to_camera`` maps these points into their images (ignored without ``fusion``)."""
+        with self._lock:
+            return self._process(points, camera_frames)
+
+    @torch.inference_mode()
+    def _process(self, points: np.ndarray, camera_frames: Sequence[CameraFrame]) -> SweepResult:
+        segmenter, device = self.segmenter, self.segmenter.device
+        clock = _StageClock(device)
+        points = validate_points(points)
+        num_points = len(points)
+        valid_rows = np.flatnonzero(np.isfinite(points[:, :3]).all(axis=1))
+        kept_rows = valid_rows
+        if self.max_points and len(valid_rows) > self.max_points:
+            kept_rows = valid_rows[evenly_spaced(len(valid_rows), self.max_points)]
+        # The segmenter drops invalid points itself: pass the sweep as it is unless the budget thins it.
+        prepared = segmenter.preprocess(points if len(kept_rows) == len(valid_rows) else points[kept_rows])
+        # Row of each input point's voxel (-1: none): kept points from the voxelization, the others by lookup.
+        point_voxel = torch.full((num_points,), -1, dtype=torch.int64, device=device)
+        if prepared.voxels is not None:
+            point_voxel[torch.from_numpy(kept_rows).to(device)] = prepared.voxels.point_to_voxel
+            if len(kept_rows) < len(valid_rows):
+                dropped = np.setdiff1d(valid_rows, kept_rows, assume_unique=True)
+                xyz = torch.from_numpy(np.ascontiguousarray(points[dropped, :3])).to(device)
+                point_voxel[torch.from_numpy(dropped).to(device)] = assign_to_kept_voxels(
+                    xyz, prepared.voxels.coords, segmenter.config.voxel_size
+                )
+        clock.mark("preprocess")
+
+        probabilities = torch.softmax(segmenter.infer_logits(prepared), dim=1)
+        voxel_scores, voxel_labels = probabilities.max(dim=1)
+        clock.mark("inference")
+
+        fused_rows, fused = self._fuse(points, camera_frames, point_voxel, probabilities)
+        clock.mark("fusion")
+
+        labels = torch.full((num_points,), IGNORE_LABEL, dtype=torch.int64, device=device)
+        scores = torch.zeros(num_points, dtype=torch.float32, device=device)
+        has_voxel = point_voxel >= 0
+        labels[has_voxel] = voxel_labels[point_voxel[has_voxel]]
+        scores[has_voxel] = voxel_scores[point_voxel[has_voxel]]
+        if fused is not None:
+            fused_scores, fused_labels = fused.max(dim=1)
+            labels[fused_rows] = fused_labels
+            scores[fused_rows] = fused_scores
+        labels_np = labels.cpu().numpy().astype(np.int32)
+        scores_np = scores.cpu().numpy()
+        if self.score_threshold > 0:
+            labels_np[scores_np < self.score_threshold] = IGNORE_LABEL
+        clock.mark("postprocess")
+        return SweepResult(labels=labels_np, scores=scores_np, timings_ms=clock.finish())
+
+    def _fuse(
+        self,
+        points: np.ndarray,
+        camera_frames: Sequence[CameraFrame],
+        point_voxel: torch.Tensor,
+        probabilities: torch.Tensor,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Rows (on the device) and fused (M, C) probabilities of the points a camera sees and the network labels."""
+        if self.fusion is None or not camera_frames or len(probabilities) == 0:
+            return None, None
+        seen, probabilities_2d = self.fusion.image_probabilities(points[:, :3], camera_frames)
+        rows = torch.from_numpy(seen).to(point_voxel.device)
+        labelled = point_voxel[rows] >= 0
+        rows, probabilities_2d = rows[labelled], probabilities_2d[labelled.cpu()]
+        if len(rows) == 0:
+            return None, None
+        return rows, self.fusion.fuse(probabilities[point_voxel[rows]], probabilities_2d)

@@ -1,0 +1,251 @@
+"""The ROS-free parts of the segmentation node: parameters, runtime set-up and changes, the newest-sweep slot,
+diagnostics counters, camera frames from messages and the label map."""
+
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import REPO_ROOT
+from rosbags.typesys import Stores, get_typestore
+
+from clip_seg3d_ros import Checkpoint, CheckpointError, Segmenter, Vocabulary, save_checkpoint
+from clip_seg3d_ros.geometry import CameraModel
+from clip_seg3d_ros.geometry.calibration import camera_info_fields
+from clip_seg3d_ros.latest_slot import LatestSlot
+from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
+from clip_seg3d_ros.node_parameters import (
+    NODE_NAME,
+    SegmentParameters,
+    camera_info_topic,
+    resolve_device,
+    split_clip_model,
+    string_list,
+)
+from clip_seg3d_ros.ros.camera_frame import camera_frame, camera_frame_from_messages
+from clip_seg3d_ros.ros.label_info import class_names_from_label_info, label_info_fields
+from clip_seg3d_ros.segment_runtime import SegmentRuntime
+from clip_seg3d_ros.sweep_stats import ERROR, OK, WARN, SweepStatistics
+from clip_seg3d_ros.teacher import SyntheticTeacher, SyntheticTeacherConfig
+
+TYPES = get_typestore(Stores.ROS2_HUMBLE).types
+
+
+# --- parameters ---------------------------------------------------------------------------------------------
+
+def test_config_yaml_holds_the_nodes_defaults_under_its_name():
+    document = yaml.safe_load((REPO_ROOT / "config" / "segment.yaml").read_text())
+    parameters = document[NODE_NAME]["ros__parameters"]
+    defaults = SegmentParameters.defaults()
+    assert set(parameters) <= set(defaults)
+    assert {name: defaults[name] for name in parameters} == parameters
+    assert set(defaults) - set(parameters) == {"vocabulary", "camera_topics"}  # empty lists: left out (see file)
+
+
+def test_parameters_convert_and_validate():
+    parameters = SegmentParameters.from_values({"checkpoint": "m.pt", "score_threshold": 1, "vocabulary": []})
+    assert parameters.score_threshold == 1.0 and parameters.vocabulary == ()
+    assert SegmentParameters.from_values({"checkpoint": "m.pt", "vocabulary": ["car"]}).vocabulary == ("car",)
+    for values, message in [
+        ({}, "checkpoint"),
+        ({"checkpoint": "m.pt", "score_threshold": 2.0}, "score_threshold"),
+        ({"checkpoint": "m.pt", "max_points": -5}, "max_points"),
+        ({"checkpoint": "m.pt", "max_points": 1.5}, "integer"),
+        ({"checkpoint": "m.pt", "use_cameras": True}, "camera_topics"),
+        ({"checkpoint": "m.pt", "camera_topics": ["/a", "/a"]}, "repeat"),
+        ({"checkpoint": "m.pt", "vocabulary": "car"}, "list of strings"),
+        ({"checkpoint": "m.pt", "device": "tpu"}, "device"),
+        ({"checkpoint": "m.pt", "publish_rgb": 1}, "bool"),
+        ({"checkpoint": "m.pt", "unknown": 1}, "unknown parameters"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            SegmentParameters.from_values(values)
+
+
+def test_string_lists_accept_rosy_empty_lists():
+    assert string_list("x", None) == () and string_list("x", []) == () and string_list("x", [b"a"][:0]) == ()
+    assert string_list("x", ("a", "b")) == ("a", "b")
+    for bad in ("a", [1, 2], [True], 3):
+        with pytest.raises(ValueError, match="list of strings"):
+            string_list("x", bad)
+
+
+def test_small_helpers():
+    assert camera_info_topic("/cam_front/image_raw") == "/cam_front/camera_info"
+    assert camera_info_topic("image") == "camera_info" and camera_info_topic("/a/b/image/") == "/a/b/camera_info"
+    assert split_clip_model("ViT-B-16/openai") == ("ViT-B-16", "openai")
+    assert split_clip_model("ViT-B-16//data/clip.safetensors") == ("ViT-B-16", "/data/clip.safetensors")
+    assert split_clip_model("") == ("", "")
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+# --- runtime --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def teacher():
+    return SyntheticTeacher(SyntheticTeacherConfig(embed_dim=32))
+
+
+@pytest.fixture(scope="module")
+def checkpoint_path(tmp_path_factory, teacher):
+    torch.manual_seed(0)
+    config = ModelConfig.from_preset("small", embed_dim=32, voxel_size=0.2)
+    names = ["road", "car", "vegetation"]
+    vocabulary = Vocabulary(names, teacher.encode_text(names), seen=[True, True, False])
+    path = tmp_path_factory.mktemp("runtime") / "model.pt"
+    return save_checkpoint(Checkpoint(config, PointSegmentationNet(config).state_dict(), vocabulary), path)
+
+
+@pytest.fixture(scope="module")
+def points():
+    rng = np.random.default_rng(0)
+    return np.hstack([rng.uniform(-10, 10, (2000, 3)), rng.uniform(0, 1, (2000, 1))]).astype(np.float32)
+
+
+def synthetic_factory(teacher):
+    def factory(parameters, checkpoint, device):
+        return teacher
+    return factory
+
+
+def test_runtime_labels_as_the_checkpoints_segmenter(checkpoint_path, points):
+    runtime = SegmentRuntime(SegmentParameters(checkpoint=str(checkpoint_path), device="cpu", score_threshold=0.0))
+    assert runtime.class_names == ["road", "car", "vegetation"] and runtime.processor.fusion is None
+    expected, _ = Segmenter.from_checkpoint(checkpoint_path)(points)
+    np.testing.assert_array_equal(runtime.processor.process(points).labels, expected)
+    runtime.close()
+    assert runtime.processor is None
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        SegmentRuntime(SegmentParameters(checkpoint=str(checkpoint_path.parent / "missing.pt")))
+
+
+def test_runtime_parameter_changes(checkpoint_path, points):
+    runtime = SegmentRuntime(SegmentParameters(checkpoint=str(checkpoint_path), vocabulary=("car", "road")))
+    assert runtime.class_names == ["car", "road"]
+    runtime.apply("vocabulary", [])
+    assert runtime.class_names == ["road", "car", "vegetation"]
+    # A new class needs CLIP, which this checkpoint does not name: refused, nothing changes.
+    with pytest.raises(ValueError, match=r"\[.person.\] are not in the checkpoint.*no CLIP model"):
+        runtime.apply("vocabulary", ["car", "person"])
+    assert runtime.class_names == ["road", "car", "vegetation"]
+    runtime.apply("score_threshold", 0.9)
+    assert (runtime.processor.process(points).labels == -1).mean() > 0.5
+    with pytest.raises(ValueError, match="score_threshold"):
+        runtime.apply("score_threshold", 1.5)
+    assert runtime.processor.score_threshold == 0.9
+    runtime.apply("calibration_bias", 0.2)
+    assert runtime.processor.segmenter.calibration_bias == 0.2
+    with pytest.raises(ValueError, match="cannot change at runtime"):
+        runtime.apply("max_points", 10)
+
+
+def test_runtime_with_clip_embeds_new_classes_and_fuses_cameras(checkpoint_path, teacher):
+    parameters = SegmentParameters(checkpoint=str(checkpoint_path), vocabulary=("car", "person"), use_cameras=True,
+                                   camera_topics=("/cam/image_raw",), fusion_weight=0.3)
+    runtime = SegmentRuntime(parameters, teacher_factory=synthetic_factory(teacher))
+    assert runtime.class_names == ["car", "person"]
+    assert runtime.processor.vocabulary.seen == [True, False]
+    assert runtime.processor.fusion.weight == 0.3 and runtime.processor.fusion.vocabulary.names == ["car", "person"]
+    runtime.apply("fusion_weight", 0.8)
+    runtime.apply("vocabulary", ["vegetation"])
+    assert runtime.processor.fusion.weight == 0.8 and runtime.processor.fusion.vocabulary.names == ["vegetation"]
+    wrong = SyntheticTeacher(SyntheticTeacherConfig(embed_dim=40))
+    with pytest.raises(ValueError, match="dimension 40"):
+        SegmentRuntime(parameters, teacher_factory=synthetic_factory(wrong))
+
+
+# --- newest-sweep slot, statistics ------------------------------------------------------------------------------
+
+def test_latest_slot_keeps_only_the_newest_item_and_counts_the_dropped():
+    slot = LatestSlot()
+    assert slot.take(timeout=0.01) is None
+    assert slot.put(1) is False and slot.put(2) is True and slot.put(3) is True
+    assert slot.take() == 3 and slot.dropped == 2 and slot.take(timeout=0.01) is None
+    taken = []
+    consumer = threading.Thread(target=lambda: taken.append(slot.take()))
+    consumer.start()
+    time.sleep(0.05)
+    slot.put(4)
+    consumer.join(timeout=5)
+    assert taken == [4]
+    consumer = threading.Thread(target=lambda: taken.append(slot.take()))
+    consumer.start()
+    slot.close()
+    consumer.join(timeout=5)
+    assert taken == [4, None] and not consumer.is_alive() and slot.put(5) is False and slot.closed
+
+
+def test_statistics_report_levels_describe_the_last_interval():
+    stats = SweepStatistics()
+    assert stats.report().level == OK
+    stats.record_skipped("no_subscribers")
+    report = stats.report()
+    assert report.level == OK and "idle" in report.message
+    stats.record_processed({"inference": 10.0, "total": 12.0})
+    stats.record_processed({"inference": 20.0, "total": 22.0})
+    report = stats.report()
+    assert report.level == OK and report.values["sweeps processed"] == "2"
+    assert report.values["mean inference ms"] == "15.0" and report.values["sweeps skipped: no_subscribers"] == "1"
+    stats.record_processed({"total": 1.0})
+    stats.record_dropped(3)
+    stats.record_camera_left_out("missing_transform")
+    report = stats.report()
+    assert report.level == WARN and "dropped 3" in report.message and "missing_transform: 1" in report.message
+    stats.record_skipped("bad_message")
+    report = stats.report()
+    assert report.level == ERROR and "bad_message: 1" in report.message
+    assert stats.report().level == OK  # nothing new since
+
+
+# --- camera frames and label map from messages -------------------------------------------------------------------
+
+def header(frame_id="camera", sec=5, nanosec=250_000_000):
+    return TYPES["std_msgs/msg/Header"](stamp=TYPES["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                                        frame_id=frame_id)
+
+
+def camera_info(camera: CameraModel, **overrides):
+    fields = {key: np.asarray(value, dtype=np.float64) if key in "dkrp" else value
+              for key, value in camera_info_fields(camera).items()}
+    roi = TYPES["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    values = {"header": header(), "binning_x": 0, "binning_y": 0, "roi": roi, **fields, **overrides}
+    return TYPES["sensor_msgs/msg/CameraInfo"](**values)
+
+
+def test_camera_frame_from_image_camera_info_and_transform():
+    camera = CameraModel("cam", K=[[50, 0, 16], [0, 50, 12], [0, 0, 1]], width=32, height=24,
+                         distortion=[0.1, 0, 0, 0, 0])
+    rgb = np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    image = TYPES["sensor_msgs/msg/Image"](header=header("cam_optical"), height=24, width=32, encoding="bgr8",
+                                           is_bigendian=0, step=96, data=rgb[:, :, ::-1].copy().reshape(-1))
+    transform = np.eye(4)
+    transform[:3, 3] = [0.1, -0.2, 0.3]
+    frame = camera_frame_from_messages(image, camera_info(camera), transform)
+    np.testing.assert_array_equal(frame.image, rgb)
+    np.testing.assert_array_equal(frame.camera.K, camera.K)
+    np.testing.assert_array_equal(frame.camera.lidar_to_camera, transform)
+    np.testing.assert_array_equal(frame.camera.distortion, camera.distortion)
+    assert frame.camera.name == "cam_optical" and frame.timestamp == pytest.approx(5.25)
+    with pytest.raises(ValueError, match="its CameraInfo says 32x24"):
+        camera_frame(rgb[:20], camera_info(camera), transform)
+    with pytest.raises(ValueError, match="not calibrated"):
+        camera_frame(rgb, camera_info(camera, k=np.zeros(9)), transform)
+    with pytest.raises(ValueError, match="binning"):
+        camera_frame(rgb, camera_info(camera, binning_x=2), transform)
+
+
+def test_label_info_round_trip():
+    fields = label_info_fields(["road", "car"], 0.4, SimpleNamespace)
+    assert fields["threshold"] == 0.4
+    assert class_names_from_label_info(SimpleNamespace(class_map=fields["class_map"][::-1])) == ["road", "car"]
+    gap = SimpleNamespace(class_map=[SimpleNamespace(class_id=0, class_name="a"), SimpleNamespace(class_id=2,
+                                                                                                  class_name="b")])
+    with pytest.raises(ValueError, match="0..1"):
+        class_names_from_label_info(gap)
