@@ -40,6 +40,19 @@ def test_text_head_cross_entropy_matches_the_formula_and_ignores_unlabelled():
     assert nothing.item() == 0.0
 
 
+def test_class_balanced_cross_entropy_weights_classes_by_inverse_frequency():
+    rng = np.random.default_rng(7)
+    features, text = rng.standard_normal((30, 8)), rng.standard_normal((3, 8))
+    targets = np.array([0] * 20 + [1] * 6 + [-1] * 4)  # class 2 absent
+    got = text_head_cross_entropy(torch.tensor(features), torch.tensor(text), torch.tensor(targets), 0.1,
+                                  class_balance=0.5).item()
+    logits = unit(features) @ unit(text).T / 0.1
+    weights = {0: (20 / 26) ** -0.5, 1: (6 / 26) ** -0.5}
+    labelled = np.flatnonzero(targets >= 0)
+    losses = [weights[targets[i]] * (np.log(np.exp(logits[i]).sum()) - logits[i, targets[i]]) for i in labelled]
+    assert got == pytest.approx(sum(losses) / sum(weights[targets[i]] for i in labelled), rel=1e-10)
+
+
 def test_info_nce_matches_reference_and_rewards_alignment():
     rng = np.random.default_rng(1)
     queries, keys = rng.standard_normal((5, 16)), rng.standard_normal((5, 16))

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import sample_folder
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_geometry import KITTI_CALIB
 
 from clip_seg3d_ros import Segmenter, load_checkpoint
@@ -145,6 +146,10 @@ def test_the_semantickitti_config_runs_on_kitti_files_with_open_clip(tmp_path):
         config.data.unseen_classes
     assert checkpoint.model_config.preset == "small" and checkpoint.metrics["miou"] == metrics["miou"]
     assert json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["points"] == metrics["points"]
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"loss/total", "loss/ce", "loss/semantic", "loss/spatial", "lr"} <= set(events.Tags()["scalars"])
+    assert np.isfinite([event.value for event in events.Scalars("loss/total")]).all()
     labels, _ = Segmenter.from_checkpoint(tmp_path / "run" / "model.pt")(np.zeros((5, 4), dtype=np.float32))
     assert labels.shape == (5,) and (labels >= 0).all()
 

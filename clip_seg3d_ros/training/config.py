@@ -89,6 +89,7 @@ class LossSettings:
     """Weights and temperatures of the losses in :mod:`clip_seg3d_ros.training.losses`."""
 
     use_pseudo_labels: bool = True  # CE on projected 2D pseudo labels of unseen (zero-shot) / all classes
+    class_balance: float = 0.5  # CE class weights (frequency in the sweep) ^ -class_balance; 0: plain mean
     semantic_weight: float = 0.1  # MCFA semantic: class prototypes, 3D vs 2D
     semantic_temperature: float = 0.07
     spatial_weight: float = 0.1  # MCFA spatial: pooled 3D feature per image patch vs the patch's CLIP feature

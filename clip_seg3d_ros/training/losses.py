@@ -15,19 +15,27 @@ import torch.nn.functional as F
 
 
 def text_head_cross_entropy(features: torch.Tensor, text: torch.Tensor, targets: torch.Tensor,
-                            temperature: float) -> torch.Tensor:
-    """Cross-entropy on the text-embedding head, over the voxels with a target (>= 0):
+                            temperature: float, class_balance: float = 0.0) -> torch.Tensor:
+    """Class-weighted cross-entropy on the text-embedding head, over the voxels with a target (>= 0):
 
-        L_ce = mean_{v : y_v >= 0}  -log softmax_c(<n(f_v), n(t_c)> / temperature)[y_v]
+        L_ce = sum_v w_{y_v} * -log softmax_c(<n(f_v), n(t_c)> / temperature)[y_v]  /  sum_v w_{y_v}
+        w_c  = (n_c / n) ^ -class_balance        (n_c: voxels of class c in this sweep, n: all labelled)
 
+    ``class_balance`` 0 is the plain mean; 0.5 (inverse square root of the frequency) lets the few hundred
+    voxels of a small class (a sign, a bicyclist) count next to tens of thousands of road voxels.
     The targets are seen-class ground truth plus pseudo labels (projected from 2D, or self-training's);
     0 when no voxel has a target.
     """
     labelled = targets >= 0
     if not labelled.any():
         return features.sum() * 0.0
+    targets = targets[labelled]
     logits = F.normalize(features[labelled], dim=1) @ F.normalize(text, dim=1).T / temperature
-    return F.cross_entropy(logits, targets[labelled])
+    weight = None
+    if class_balance:
+        counts = torch.bincount(targets, minlength=len(text)).to(logits.dtype)
+        weight = (counts / counts.sum()).clamp(min=1e-12) ** -class_balance
+    return F.cross_entropy(logits, targets, weight=weight)
 
 
 def info_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -104,8 +104,9 @@ def sample_losses(model: torch.nn.Module, sample: TrainingSample, targets: np.nd
     features = model(sparse)
     num_voxels, num_classes = len(voxels.coords), len(text)
     per_voxel = voxel_targets(torch.from_numpy(targets).to(device), voxels.point_to_voxel, num_voxels, num_classes)
-    losses = {"ce": text_head_cross_entropy(features, text, per_voxel, model_config.temperature)}
     settings = config.loss
+    losses = {"ce": text_head_cross_entropy(features, text, per_voxel, model_config.temperature,
+                                            settings.class_balance)}
     zero = features.sum() * 0.0
     cell_features = sample.cell_features.to(device)
     losses["semantic"] = zero
