@@ -41,7 +41,7 @@ def scene():
 
 def test_config_file_overrides_and_errors(tmp_path):
     config = load_config(ROOT / "config" / "train" / "synthetic.yaml", ["schedule.epochs=3", "optim.lr=0.01"])
-    assert config.schedule.epochs == 3 and config.optim.lr == 0.01 and config.model.voxel_size == 0.15
+    assert config.schedule.epochs == 3 and config.optim.lr == 0.01 and config.model.voxel_size == 0.3
     assert config.total_epochs == 3 + config.schedule.self_training_rounds * config.schedule.self_training_epochs
     with pytest.raises(ConfigError, match="nonsense"):
         load_config(None, ["loss.nonsense=1"])

@@ -33,7 +33,7 @@ class ModelSettings:
     voxel_size: float = 0.05
     use_intensity: bool = True
     intensity_scale: float = 1.0  # 1 for SemanticKITTI's [0, 1] remission, 255 for nuScenes
-    temperature: float = 0.07  # of the text-embedding head (CLIP's own is 0.01; 0.07 trains more gently)
+    temperature: float = 0.01  # of the text-embedding head: CLIP's own (its class texts are close together)
 
 
 @dataclass
@@ -41,7 +41,7 @@ class DataSettings:
     """Where the sweeps come from and which classes are unseen.
 
     - synthetic: scenes [0, synthetic_train_scenes) of the world with ``synthetic_seed`` train, the next
-      ``synthetic_val_scenes`` validate;
+      ``synthetic_val_scenes`` validate, seen by ``synthetic_cameras`` cameras;
     - semantickitti: ``train_split`` / ``val_split`` are sequence numbers under ``root``;
     - nuscenes: ``train_split`` / ``val_split`` are scene names (empty: every scene of ``version``) ;
     - folder: ``train_split`` / ``val_split`` are sub-folders of ``root`` in the folder format.
@@ -58,6 +58,7 @@ class DataSettings:
     synthetic_seed: int = 0
     synthetic_train_scenes: int = 12
     synthetic_val_scenes: int = 4
+    synthetic_cameras: int = 1  # 90-degree cameras evenly spaced in yaw: 1 = front only (KITTI), 4 = all around
     unseen_classes: list[str] = field(default_factory=lambda: list(SEMANTICKITTI_UNSEEN))
     max_range: float = 0.0  # drop points farther than this from the sensor (metres); 0: keep all
     cache_in_memory: bool = True  # keep prepared training sweeps (and teacher outputs) in RAM

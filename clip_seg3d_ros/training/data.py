@@ -48,12 +48,17 @@ class TrainingSample:
 
 
 class SyntheticScenes:
-    """Scenes ``indices`` of a synthetic world as a sequence of Samples."""
+    """Scenes ``indices`` of a synthetic world as a sequence of Samples, seen by ``cameras`` 90-degree cameras
+    evenly spaced in yaw (the first looks forward)."""
 
-    def __init__(self, seed: int, indices: Sequence[int]) -> None:
-        from clip_seg3d_ros.synthetic import SyntheticWorld, WorldConfig  # the world is only needed here
+    def __init__(self, seed: int, indices: Sequence[int], cameras: int = 1) -> None:
+        from clip_seg3d_ros.synthetic import CameraConfig, SyntheticWorld, WorldConfig  # only needed here
 
-        self.world = SyntheticWorld(WorldConfig(seed=seed))
+        if cameras < 1:
+            raise ValueError(f"data.synthetic_cameras must be at least 1, got {cameras}")
+        rig = (CameraConfig(),) if cameras == 1 else tuple(
+            CameraConfig(name=f"camera_{k}", yaw_deg=360.0 * k / cameras) for k in range(cameras))
+        self.world = SyntheticWorld(WorldConfig(seed=seed, cameras=rig))
         self.indices = list(indices)
         self.class_names = self.world.class_names
 
@@ -70,7 +75,7 @@ def build_split(data: DataSettings, split: str, with_images: bool = True) -> Seq
     if data.dataset == "synthetic":
         start = 0 if split == "train" else data.synthetic_train_scenes
         count = data.synthetic_train_scenes if split == "train" else data.synthetic_val_scenes
-        return SyntheticScenes(data.synthetic_seed, range(start, start + count))
+        return SyntheticScenes(data.synthetic_seed, range(start, start + count), data.synthetic_cameras)
     if not data.root:
         raise ValueError(f"data.root: the {data.dataset} data set needs its root folder")
     if data.dataset == "semantickitti":
