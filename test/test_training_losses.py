@@ -90,6 +90,19 @@ def test_spatial_loss_pools_points_per_cell_and_skips_sparse_cells():
     assert got == pytest.approx(reference_info_nce(pooled, cell_features[kept], 0.1), rel=1e-9)
 
 
+def test_weighted_rows_give_the_same_spatial_loss_as_one_row_per_point():
+    rng = np.random.default_rng(8)
+    voxel_features, cell_features = rng.standard_normal((30, 8)), rng.standard_normal((12, 8))
+    point_voxel, point_cell = rng.integers(0, 30, size=400), rng.integers(-1, 12, size=400)
+    per_point = mcfa_spatial_loss(torch.tensor(voxel_features[point_voxel]), torch.tensor(point_cell),
+                                  torch.tensor(cell_features), 0.1, 100, 3).item()
+    kept = point_cell >= 0
+    pairs, counts = np.unique(point_voxel[kept] * 12 + point_cell[kept], return_counts=True)
+    per_pair = mcfa_spatial_loss(torch.tensor(voxel_features[pairs // 12]), torch.tensor(pairs % 12),
+                                 torch.tensor(cell_features), 0.1, 100, 3, weights=torch.tensor(counts)).item()
+    assert len(pairs) < kept.sum() and per_pair == pytest.approx(per_point, rel=1e-10)
+
+
 def test_spatial_loss_pulls_pooled_features_towards_their_cells_clip_feature():
     torch.manual_seed(0)
     cell_features = F.normalize(torch.randn(8, 16), dim=1)

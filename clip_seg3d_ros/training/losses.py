@@ -73,21 +73,27 @@ def mcfa_semantic_loss(voxel_features: torch.Tensor, voxel_labels: torch.Tensor,
 
 def mcfa_spatial_loss(point_features: torch.Tensor, point_cells: torch.Tensor, cell_features: torch.Tensor,
                       temperature: float, max_cells: int, min_points: int,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
     """MCFA, spatial (local) granularity: each image cell's pooled 3D feature against that cell's CLIP feature.
 
         z_j = mean_{p : cell(p) = j} n(f_p)     (points falling in cell j, f_p their voxel's feature)
         L_spa = InfoNCE({z_j}, {x_j}) over cells hit by at least ``min_points`` points
 
+    Rows may stand for several points at once: with ``weights`` (the number of points of a row), z_j is the
+    weighted mean, so one row per (voxel, cell) pair gives exactly the per-point mean at a fraction of the cost.
     Our choice: at most ``max_cells`` cells per sweep, drawn at random (the cost is K^2); cells of the same
     class are negatives of each other, as in a plain InfoNCE, which the 3D features can satisfy only by
     following the fine-grained differences of CLIP's features.
     """
     hit = point_cells >= 0
-    cells, inverse, counts = torch.unique(point_cells[hit], return_inverse=True, return_counts=True)
+    cells, inverse = torch.unique(point_cells[hit], return_inverse=True)
+    row_weights = torch.ones(int(hit.sum()), dtype=point_features.dtype, device=point_features.device) \
+        if weights is None else weights[hit].to(point_features.dtype)
     pooled = torch.zeros(len(cells), point_features.shape[1], dtype=point_features.dtype,
                          device=point_features.device)
-    pooled.index_add_(0, inverse, F.normalize(point_features[hit], dim=1))
+    pooled.index_add_(0, inverse, F.normalize(point_features[hit], dim=1) * row_weights[:, None])
+    counts = torch.zeros(len(cells), dtype=point_features.dtype, device=point_features.device)
+    counts.index_add_(0, inverse, row_weights)
     pooled = pooled / counts[:, None]
     enough = torch.nonzero(counts >= min_points).squeeze(1)
     if len(enough) > max_cells:

@@ -116,12 +116,16 @@ def sample_losses(model: torch.nn.Module, sample: TrainingSample, targets: np.nd
                                                 settings.semantic_temperature)
     losses["spatial"] = zero
     if settings.spatial_weight > 0:
+        # One row per (voxel, cell) pair weighted by its points: the per-point pooling, without per-point rows.
         seen_by_camera = torch.from_numpy(np.flatnonzero(sample.point_cell >= 0)).to(device)
+        num_cells = max(len(sample.cell_labels), 1)
+        pairs = voxels.point_to_voxel[seen_by_camera] * num_cells + torch.from_numpy(sample.point_cell).to(
+            device)[seen_by_camera]
+        pairs, points_per_pair = torch.unique(pairs, return_counts=True)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         losses["spatial"] = mcfa_spatial_loss(
-            features[voxels.point_to_voxel[seen_by_camera]], torch.from_numpy(sample.point_cell).to(device)[
-                seen_by_camera], cell_features, settings.spatial_temperature, settings.spatial_max_patches,
-            settings.spatial_min_points, generator)
+            features[pairs // num_cells], pairs % num_cells, cell_features, settings.spatial_temperature,
+            settings.spatial_max_patches, settings.spatial_min_points, generator, weights=points_per_pair)
     losses["total"] = (losses["ce"] + settings.semantic_weight * losses["semantic"]
                        + settings.spatial_weight * losses["spatial"])
     return losses
