@@ -34,7 +34,7 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "tensorboard>=2.14",
-        "rosbags>=0.10",
+        "rosbags>=0.11",
         "omegaconf>=2.3",
     ],
     extras_require={"dev": ["pytest>=7", "ruff>=0.5", "hypothesis>=6"]},
@@ -42,6 +42,10 @@ setup(
     entry_points={
         "console_scripts": [
             f"clip_seg3d_bench = {PACKAGE}.bench:main",
+            f"clip_seg3d_replay = {PACKAGE}.replay:main",
+            f"clip_seg3d_to_bag = {PACKAGE}.tools.to_bag:main",
+            f"segment = {PACKAGE}.node:main",
+            f"evaluate = {PACKAGE}.evaluate_node:main",
         ],
     },
 )

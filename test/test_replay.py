@@ -1,0 +1,376 @@
+"""to_bag -> replay end to end on synthetic scenes, and replay of broken bags.
+
+The scenes come from the synthetic world with a 32-beam, 512-column LiDAR (about 15k points a sweep) and a
+small camera, so that training a checkpoint and replaying stay quick on a CPU; everything else is the real
+path: rosbag2 files on disk, CDR messages, the node's SweepProcessor, the shared metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import Writer
+from rosbags.typesys import Stores, get_typestore
+
+from clip_seg3d_ros import Checkpoint, Segmenter, Vocabulary, save_checkpoint
+from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_UNSEEN
+from clip_seg3d_ros.geometry.transforms import invert_transform
+from clip_seg3d_ros.metrics import evaluate_labels
+from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet, TextClassifier
+from clip_seg3d_ros.processing import SweepProcessor
+from clip_seg3d_ros.replay import ReplayError, main, replay_bag
+from clip_seg3d_ros.ros.bag_reader import CLASS_NAMES_KEY, BagCameras, BagLookup
+from clip_seg3d_ros.ros.image import image_to_rgb
+from clip_seg3d_ros.ros.pointcloud2 import (
+    PointCloud2Types,
+    create_cloud,
+    read_labels,
+    read_points,
+    read_xyz_intensity,
+)
+from clip_seg3d_ros.ros.tf import TransformBuffer
+from clip_seg3d_ros.segmenter import point_features
+from clip_seg3d_ros.sparse import SparseTensor
+from clip_seg3d_ros.synthetic.camera import CameraConfig
+from clip_seg3d_ros.synthetic.lidar import LidarConfig
+from clip_seg3d_ros.synthetic.world import SyntheticWorld, WorldConfig
+from clip_seg3d_ros.tools import to_bag
+from clip_seg3d_ros.tools.to_bag import DEFAULT_BASE_TIME_S, write_bag
+from clip_seg3d_ros.voxelize import voxelize
+
+TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
+CLOUD = "sensor_msgs/msg/PointCloud2"
+BASE_NS = DEFAULT_BASE_TIME_S * 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def samples():
+    world = SyntheticWorld(WorldConfig(
+        seed=3, lidar=LidarConfig(beams=32, azimuth_steps=512), cameras=(CameraConfig(width=160, height=96),)
+    ))
+    return [world.scene(index) for index in range(3)]
+
+
+@pytest.fixture(scope="module")
+def bag(samples, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bags") / "synthetic"
+    write_bag(samples, path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(samples, tmp_path_factory) -> Path:
+    """A small network trained a few dozen steps on the scenes' labels through the text classifier."""
+    torch.manual_seed(0)
+    config = ModelConfig.from_preset("small", embed_dim=16, voxel_size=0.2)
+    net = PointSegmentationNet(config)
+    names = list(samples[0].class_names)
+    vocabulary = Vocabulary(names, F.normalize(torch.randn(len(names), 16), dim=1),
+                            seen=[name not in SEMANTICKITTI_UNSEEN for name in names])
+    classifier = TextClassifier(vocabulary, config.temperature)
+    batches = []
+    for sample in samples:
+        xyz = torch.from_numpy(sample.points)
+        batches.append((voxelize(xyz[:, :3], point_features(xyz, config), config.voxel_size),
+                        torch.from_numpy(sample.labels)))
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    for step in range(30):
+        voxels, target = batches[step % len(batches)]
+        logits = classifier(net(SparseTensor(voxels.feats, voxels.coords)))[voxels.point_to_voxel]
+        loss = F.cross_entropy(logits, target, ignore_index=-1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    path = tmp_path_factory.mktemp("checkpoints") / "small.pt"
+    save_checkpoint(Checkpoint(model_config=config, model_state=net.state_dict(), vocabulary=vocabulary), path)
+    return path
+
+
+def read_topic(path: Path, topic: str) -> list[tuple[int, object]]:
+    """(log time, message) of every message on ``topic``."""
+    with AnyReader([path]) as reader:
+        connections = [c for c in reader.connections if c.topic == topic]
+        return [(t, reader.deserialize(raw, c.msgtype)) for c, t, raw in reader.messages(connections=connections)]
+
+
+def stamp_ns(message) -> int:
+    return message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
+
+
+def test_to_bag_writes_sweeps_ground_truth_cameras_and_tf(bag, samples):
+    with AnyReader([bag]) as reader:
+        counts = {topic: info.msgcount for topic, info in reader.topics.items()}
+        tf_static_qos = reader.topics["/tf_static"].connections[0].ext.offered_qos_profiles
+    assert counts == {"/points": 3, "/points_gt": 3, "/front/image_raw": 3, "/front/camera_info": 3, "/tf_static": 1}
+    assert tf_static_qos[0].durability.name == "TRANSIENT_LOCAL"
+
+    clouds, truths = read_topic(bag, "/points"), read_topic(bag, "/points_gt")
+    expected_stamps = [BASE_NS + index * 100_000_000 for index in range(3)]
+    assert [stamp_ns(m) for _, m in clouds] == expected_stamps == [t for t, _ in clouds]
+    for (_, cloud), (_, truth), sample in zip(clouds, truths, samples, strict=True):
+        assert [f.name for f in cloud.fields] == ["x", "y", "z", "intensity"]
+        assert {f.datatype for f in cloud.fields} == {7} and cloud.header.frame_id == "lidar"
+        np.testing.assert_array_equal(read_xyz_intensity(cloud), sample.points)
+        np.testing.assert_array_equal(read_labels(truth), sample.labels)
+        assert stamp_ns(truth) == stamp_ns(cloud)
+
+    (_, image), (_, info) = read_topic(bag, "/front/image_raw")[1], read_topic(bag, "/front/camera_info")[1]
+    camera = samples[1].cameras[0]
+    assert image.encoding == "rgb8" and image.header.frame_id == "front_optical_frame"
+    np.testing.assert_array_equal(image_to_rgb(image), camera.image)
+    np.testing.assert_array_equal(info.k.reshape(3, 3), camera.camera.K)
+    np.testing.assert_array_equal(info.p.reshape(3, 4)[:, :3], camera.camera.K)
+    assert (info.width, info.height, info.distortion_model) == (160, 96, "plumb_bob")
+
+    buffer = TransformBuffer()
+    buffer.add(read_topic(bag, "/tf_static")[0][1].transforms, static=True)
+    np.testing.assert_allclose(buffer.lookup("front_optical_frame", "lidar"), camera.camera.lidar_to_camera,
+                               atol=1e-12)
+    np.testing.assert_allclose(buffer.lookup("lidar", "front_optical_frame"),
+                               invert_transform(camera.camera.lidar_to_camera), atol=1e-12)
+    metadata = (bag / "metadata.yaml").read_text()
+    assert CLASS_NAMES_KEY in metadata
+
+
+def test_bag_cameras_rebuild_the_datasets_camera_frames(bag, samples):
+    with AnyReader([bag]) as reader:
+        cameras = BagCameras(BagLookup(reader), max_offset_ns=50_000_000)
+        issues = Counter()
+        for index, sample in enumerate(samples):
+            frames = cameras.frames("lidar", BASE_NS + index * 100_000_000 + 20_000_000, issues)
+            assert len(frames) == 1
+            expected = sample.cameras[0]
+            np.testing.assert_array_equal(frames[0].image, expected.image)
+            np.testing.assert_array_equal(frames[0].camera.K, expected.camera.K)
+            np.testing.assert_allclose(frames[0].camera.lidar_to_camera, expected.camera.lidar_to_camera, atol=1e-12)
+            assert frames[0].camera.name == "front"
+        assert cameras.frames("lidar", BASE_NS + 10**9, issues) == []  # 0.8 s after the last image
+        assert issues == {"front: no image within the time offset": 1}
+
+
+def test_cameras_that_move_between_sweeps_get_each_sweeps_transform(samples, tmp_path):
+    """nuScenes (ego motion between LiDAR and camera times) and KITTI (a calibration per sequence) do this."""
+    moved = []
+    for index, sample in enumerate(samples):
+        frame = sample.cameras[0]
+        shift = np.eye(4)
+        shift[:3, 3] = [0.0, 0.0, 0.4] if index == 1 else [0.0, 0.0, 0.0]  # moves, then back
+        camera = dataclasses.replace(frame.camera, lidar_to_camera=shift @ frame.camera.lidar_to_camera)
+        moved.append(dataclasses.replace(sample, cameras=[dataclasses.replace(frame, camera=camera)]))
+    path = tmp_path / "moving"
+    summary = write_bag(moved, path, progress=False)
+    assert summary.messages["/tf_static"] == 1 and summary.messages["/tf"] == 2  # from the first move on
+    with AnyReader([path]) as reader:
+        cameras = BagCameras(BagLookup(reader), max_offset_ns=50_000_000)
+        for stamp, sample in zip(summary.sweep_stamps, moved, strict=True):
+            (frame,) = cameras.frames("lidar", stamp, Counter())
+            np.testing.assert_allclose(frame.camera.lidar_to_camera, sample.cameras[0].camera.lidar_to_camera,
+                                       atol=1e-12)
+
+
+def test_replay_labels_every_sweep_like_the_segmenter(bag, samples, checkpoint, tmp_path, capsys):
+    out, metrics_file = tmp_path / "labelled", tmp_path / "metrics.json"
+    status = main([str(bag), "--checkpoint", str(checkpoint), "--out", str(out), "--metrics", str(metrics_file),
+                   "--no-progress"])
+    assert status == 0
+    assert "3 sweeps labelled, 3 evaluated, 0 skipped" in capsys.readouterr().out
+
+    segmenter = Segmenter.from_checkpoint(checkpoint)
+    direct = [segmenter(sample.points) for sample in samples]
+    expected, _ = evaluate_labels([labels for labels, _ in direct], [s.labels for s in samples],
+                                  segmenter.class_names, segmenter.vocabulary.seen)
+    assert expected["miou"] > 15.0  # the checkpoint learned something, so equal metrics mean something
+
+    with AnyReader([out]) as reader:
+        assert set(reader.topics) == {"/points_labelled"}
+    labelled = read_topic(out, "/points_labelled")
+    assert [t for t, _ in labelled] == [BASE_NS + index * 100_000_000 for index in range(3)]
+    for (_, message), (labels, scores), sample in zip(labelled, direct, samples, strict=True):
+        assert [f.name for f in message.fields] == ["x", "y", "z", "intensity", "label", "score"]
+        assert stamp_ns(message) == BASE_NS + round(sample.timestamp * 1e9)
+        np.testing.assert_array_equal(read_labels(message), labels)
+        np.testing.assert_allclose(read_points(message)["score"], scores, rtol=1e-6)
+        np.testing.assert_array_equal(read_xyz_intensity(message), sample.points)
+
+    written = json.loads(metrics_file.read_text())
+    for key in ("miou", "miou_seen", "miou_unseen", "hiou"):
+        assert written[key] == pytest.approx(expected[key], abs=1e-9), key
+    assert written["iou_per_class"] == pytest.approx(
+        {name: value for name, value in expected["iou_per_class"].items()}, abs=1e-9)
+    assert written["points"] == expected["points"] == sum(int((s.labels >= 0).sum()) for s in samples)
+    assert written["sweeps"] == 3 and written["skipped"] == {}
+    for stage in ("decode", "preprocess", "inference", "fusion", "postprocess", "total", "encode"):
+        latency = written["latency_ms"][stage]
+        assert 0.0 <= latency["p50"] <= latency["p95"] <= latency["p99"], stage
+    assert written["latency_ms"]["total"]["p50"] >= written["latency_ms"]["inference"]["p50"]
+
+
+def test_to_bag_command_writes_a_sqlite3_bag_that_replays(tmp_path, checkpoint):
+    out = tmp_path / "kitti_like"
+    assert to_bag.main(["--dataset", "synthetic", "--scenes", "1", "--seed", "5", "--out", str(out),
+                        "--storage", "sqlite3", "--no-images"]) == 0
+    assert (out / "kitti_like.db3").is_file()
+    with AnyReader([out]) as reader:
+        assert {topic: info.msgcount for topic, info in reader.topics.items()} == {"/points": 1, "/points_gt": 1}
+    processor = SweepProcessor(Segmenter.from_checkpoint(checkpoint))
+    report = replay_bag(out, processor, progress=False)
+    assert (report.sweeps, report.evaluated, dict(report.skipped)) == (1, 1, {})
+    assert report.metrics["points"] > 50_000  # the full 64-beam sweep
+
+
+def test_bag_without_message_definitions_replays_like_a_humble_recording(samples, tmp_path, checkpoint):
+    """ROS 2 Humble's recorder stores no message definitions or type hashes; replay reads them as Humble's."""
+    path = tmp_path / "humble"
+    write_bag(samples[:1], path, storage="sqlite3", progress=False)
+    with sqlite3.connect(next(path.glob("*.db3"))) as database:
+        database.execute("DELETE FROM message_definitions")
+        database.execute("UPDATE topics SET type_description_hash = ''")
+    metadata = path / "metadata.yaml"
+    metadata.write_text(re.sub(r"type_description_hash: *\n? *RIHS01_\w+", "type_description_hash: ''",
+                               metadata.read_text()))
+    with pytest.raises(Exception, match="no type definitions"):  # what a plain AnyReader makes of it
+        AnyReader([path]).open()
+    report = replay_bag(path, SweepProcessor(Segmenter.from_checkpoint(checkpoint)), progress=False)
+    assert (report.sweeps, report.evaluated) == (1, 1)
+
+
+class RecordingProcessor(SweepProcessor):
+    """The real processor, also keeping the camera frames each sweep was given."""
+
+    def __init__(self, segmenter):
+        super().__init__(segmenter)
+        self.frames = []
+
+    def process(self, points, camera_frames=()):
+        self.frames.append(list(camera_frames))
+        return super().process(points, camera_frames)
+
+
+def test_use_cameras_gives_the_processor_each_sweeps_camera_frames(bag, samples, checkpoint):
+    processor = RecordingProcessor(Segmenter.from_checkpoint(checkpoint))
+    report = replay_bag(bag, processor, use_cameras=True, progress=False)
+    assert report.sweeps == 3 and not report.camera_issues
+    for frames, sample in zip(processor.frames, samples, strict=True):
+        assert [frame.camera.name for frame in frames] == ["front"]
+        np.testing.assert_array_equal(frames[0].image, sample.cameras[0].image)
+        np.testing.assert_allclose(frames[0].camera.lidar_to_camera, sample.cameras[0].camera.lidar_to_camera,
+                                   atol=1e-12)
+
+
+def _cloud(points_xyzi: np.ndarray, stamp: int):
+    time_type, header_type = TYPESTORE.types["builtin_interfaces/msg/Time"], TYPESTORE.types["std_msgs/msg/Header"]
+    header = header_type(stamp=time_type(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="lidar")
+    points = np.zeros(len(points_xyzi), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
+    for column, name in enumerate(points.dtype.names):
+        points[name] = points_xyzi[:, column]
+    return create_cloud(points, header, PointCloud2Types.from_rosbags(TYPESTORE))
+
+
+def _write_raw_bag(path: Path, messages: list[tuple[int, object | bytes]]) -> None:
+    """/points messages as given: a message object is serialised, bytes are written as they are."""
+    with Writer(path, version=8) as writer:
+        connection = writer.add_connection("/points", CLOUD, typestore=TYPESTORE)
+        for log_time, message in messages:
+            raw = message if isinstance(message, bytes) else TYPESTORE.serialize_cdr(message, CLOUD)
+            writer.write(connection, log_time, raw)
+
+
+def test_malformed_clouds_are_skipped_and_counted_by_reason(samples, checkpoint, tmp_path):
+    good = [_cloud(sample.points, BASE_NS + i * 10**8) for i, sample in enumerate(samples[:2])]
+    short = _cloud(samples[2].points, BASE_NS + 3 * 10**8)
+    short.data = short.data[:-5]
+    unknown = _cloud(samples[2].points, BASE_NS + 4 * 10**8)
+    unknown.fields[3].datatype = 11
+    narrow = _cloud(samples[2].points, BASE_NS + 5 * 10**8)
+    narrow.row_step = narrow.row_step - 16
+    garbage = bytes(TYPESTORE.serialize_cdr(good[0], CLOUD))[:60]  # CDR cut short
+    messages = [good[0], short, unknown, garbage, narrow, good[1]]
+    path = tmp_path / "malformed"
+    _write_raw_bag(path, [(BASE_NS + i * 10**8, m) for i, m in enumerate(messages)])
+
+    processor = SweepProcessor(Segmenter.from_checkpoint(checkpoint))
+    report = replay_bag(path, processor, out=tmp_path / "labelled", progress=False)
+    assert report.sweeps == 2
+    assert dict(report.skipped) == {
+        "malformed cloud: data size": 1,
+        "malformed cloud: row_step too small": 1,
+        "malformed cloud: unknown datatype": 1,
+        "undecodable message": 1,
+    }
+    assert report.unevaluated == {"no ground-truth topic": 2}
+    assert [stamp_ns(m) for _, m in read_topic(tmp_path / "labelled", "/points_labelled")] == [
+        BASE_NS, BASE_NS + 10**8]
+
+
+def _assert_fails_in_one_line(arguments: list[str], message: str, capsys) -> None:
+    assert main([*arguments, "--no-progress"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert message in error and "Traceback" not in error and len(error.splitlines()) == 1, error
+
+
+def test_missing_bag_is_one_clear_error(tmp_path, checkpoint, capsys):
+    _assert_fails_in_one_line([str(tmp_path / "nothing"), "--checkpoint", str(checkpoint)], "no such bag", capsys)
+
+
+def test_truncated_bag_is_one_clear_error(bag, tmp_path, checkpoint, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(bag, broken)
+    storage = next(broken.glob("*.mcap"))
+    os.truncate(storage, storage.stat().st_size // 3)
+    _assert_fails_in_one_line([str(broken), "--checkpoint", str(checkpoint)], "truncated or corrupt", capsys)
+
+
+def test_truncated_sqlite3_bag_is_one_clear_error(samples, tmp_path, checkpoint, capsys):
+    path = tmp_path / "sqlite"
+    write_bag(samples[:2], path, storage="sqlite3", progress=False)
+    database = next(path.glob("*.db3"))
+    os.truncate(database, database.stat().st_size // 3)
+    _assert_fails_in_one_line([str(path), "--checkpoint", str(checkpoint)], "truncated or corrupt", capsys)
+
+
+def test_corrupt_metadata_is_one_clear_error(bag, tmp_path, checkpoint, capsys):
+    broken = tmp_path / "broken_metadata"
+    shutil.copytree(bag, broken)
+    (broken / "metadata.yaml").write_text("rosbag2_bagfile_information: [not, a, mapping\n")
+    _assert_fails_in_one_line([str(broken), "--checkpoint", str(checkpoint)], "cannot open the bag", capsys)
+
+
+def test_missing_points_topic_is_one_clear_error(bag, checkpoint, capsys):
+    _assert_fails_in_one_line([str(bag), "--checkpoint", str(checkpoint), "--points-topic", "/velodyne_points"],
+                              "no topic /velodyne_points", capsys)
+
+
+def test_clouds_without_x_are_one_clear_error(samples, tmp_path, checkpoint, capsys):
+    clouds = []
+    for i, sample in enumerate(samples[:2]):
+        cloud = _cloud(sample.points, BASE_NS + i * 10**8)
+        cloud.fields = cloud.fields[1:]
+        clouds.append((BASE_NS + i * 10**8, cloud))
+    _write_raw_bag(tmp_path / "no_x", clouds)
+    _assert_fails_in_one_line([str(tmp_path / "no_x"), "--checkpoint", str(checkpoint)],
+                              "no cloud on /points could be labelled (malformed cloud: no x/y/z field: 2)", capsys)
+
+
+def test_replay_refuses_an_existing_output_bag(bag, checkpoint, tmp_path):
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(ReplayError, match="exists already"):
+        replay_bag(bag, SweepProcessor(Segmenter.from_checkpoint(checkpoint)), out=tmp_path / "exists",
+                   progress=False)
+
+
+def test_use_cameras_without_clip_weights_is_one_clear_error(bag, checkpoint, tmp_path, capsys):
+    missing = tmp_path / "ViT-B-16.safetensors"
+    _assert_fails_in_one_line([str(bag), "--checkpoint", str(checkpoint), "--use-cameras",
+                               "--clip-weights", str(missing)], "--use-cameras:", capsys)
