@@ -267,11 +267,13 @@ class Run:
         barrier(self.group)
 
     def targets(self, index: int, sample: TrainingSample, round_index: int | None) -> np.ndarray:
+        """Annotations, then the teacher's projected pseudo labels, then (self-training) the model's own labels
+        on the points still without one: mostly those no camera sees."""
+        targets = combine_targets(sample.labels, sample.pseudo_labels if self.config.loss.use_pseudo_labels else None)
         if round_index is not None:
-            extra = np.load(self.self_label_dir(round_index) / f"{index:06d}.npy").astype(np.int64)
-        else:
-            extra = sample.pseudo_labels if self.config.loss.use_pseudo_labels else None
-        return combine_targets(sample.labels, extra)
+            own = np.load(self.self_label_dir(round_index) / f"{index:06d}.npy").astype(np.int64)
+            targets = combine_targets(targets, own)
+        return targets
 
     # -- one epoch -----------------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
