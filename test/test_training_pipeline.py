@@ -31,7 +31,8 @@ TRAIN_SCRIPT = ROOT / "training" / "train.py"
 # A tiny synthetic run: 4 training scenes cropped to 15 m, coarse voxels, 2 steps per epoch.
 TINY = ["data.synthetic_train_scenes=4", "data.synthetic_val_scenes=1", "data.max_range=15",
         "model.voxel_size=0.3", "schedule.epochs=2", "schedule.self_training_rounds=1",
-        "schedule.self_training_epochs=1", "eval.num_bev=1", "loss.spatial_max_patches=64"]
+        "schedule.self_training_epochs=1", "eval.num_bev=1", "loss.spatial_max_patches=64",
+        "optim.samples_per_step=2"]  # two sweeps per step: one per process in the torchrun test
 
 
 @pytest.fixture(scope="module")
