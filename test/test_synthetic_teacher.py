@@ -108,7 +108,7 @@ def test_without_noise_or_confusion_every_pure_patch_gets_its_class(frames):
 @pytest.mark.parametrize("probability", [0.0, 0.2, 0.5])
 def test_a_confusion_probability_p_leaves_about_1_minus_p_of_the_pair_right(probability):
     # Independent patches (block 1) without blur: each car or truck patch flips to its partner with probability p.
-    config = SyntheticTeacherConfig(embed_dim=64, noise_std=0.0, blur_sigma=0.0, confusion_block=1,
+    config = SyntheticTeacherConfig(embed_dim=64, patch_size=PATCH, noise_std=0.0, blur_sigma=0.0, confusion_block=1,
                                     confusions=(("car", "truck", probability),))
     teacher = SyntheticTeacher(config)
     image = two_class_image("car", "truck")

@@ -187,3 +187,15 @@ def test_learning_rate_decays_by_cosine_to_the_floor(tmp_path):
     assert learning_rate_factor(config, 0, 100) == pytest.approx(1.0)
     assert learning_rate_factor(config, 50, 100) == pytest.approx(0.55)
     assert learning_rate_factor(config, 100, 100) == pytest.approx(0.1)
+
+
+def test_spatial_loss_on_a_random_subset_of_cells_pools_each_chosen_cell_over_all_its_points():
+    rng = np.random.default_rng(11)
+    features, cell_features = rng.standard_normal((600, 8)), rng.standard_normal((40, 8))
+    point_cells = rng.integers(-1, 40, size=600)
+    got = mcfa_spatial_loss(torch.tensor(features), torch.tensor(point_cells), torch.tensor(cell_features),
+                            0.1, 7, 3, generator=torch.Generator().manual_seed(5)).item()
+    enough = [c for c in range(40) if (point_cells == c).sum() >= 3]
+    chosen = [enough[k] for k in torch.randperm(len(enough), generator=torch.Generator().manual_seed(5))[:7]]
+    pooled = np.stack([unit(features)[point_cells == c].mean(axis=0) for c in chosen])
+    assert len(enough) > 7 and got == pytest.approx(reference_info_nce(pooled, cell_features[chosen], 0.1), rel=1e-9)

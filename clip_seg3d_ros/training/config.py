@@ -78,6 +78,7 @@ class TeacherSettings:
     quick_gelu: bool | None = None
     resolution: int | None = None
     cache_dir: str = ""  # fp16 cache of text embeddings and dense features; empty: none
+    synthetic_patch_size: int = 8  # see SyntheticTeacherConfig: ~1.1 degrees per cell, as ViT-B/16 on KITTI
     synthetic_noise_std: float = 2.0
     synthetic_blur_sigma: float = 0.5
     temperature: float = 0.01

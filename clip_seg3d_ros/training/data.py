@@ -131,7 +131,8 @@ class ConcatSamples:
 
 def build_teacher(settings: TeacherSettings, device: str | torch.device = "cpu") -> DenseTeacher:
     if settings.kind == "synthetic":
-        return SyntheticTeacher(SyntheticTeacherConfig(noise_std=settings.synthetic_noise_std,
+        return SyntheticTeacher(SyntheticTeacherConfig(patch_size=settings.synthetic_patch_size,
+                                                       noise_std=settings.synthetic_noise_std,
                                                        blur_sigma=settings.synthetic_blur_sigma))
     return OpenClipTeacher(settings.model_name, settings.pretrained, device=device, resolution=settings.resolution,
                            cache_dir=settings.cache_dir or None, quick_gelu=settings.quick_gelu)

@@ -29,8 +29,9 @@ def text_head_cross_entropy(features: torch.Tensor, text: torch.Tensor, targets:
     labelled = targets >= 0
     if not labelled.any():
         return features.sum() * 0.0
+    # Logits of every voxel, then the labelled rows: indexing (V, C) is far cheaper than indexing (V, D).
+    logits = (F.normalize(features, dim=1) @ F.normalize(text, dim=1).T / temperature)[labelled]
     targets = targets[labelled]
-    logits = F.normalize(features[labelled], dim=1) @ F.normalize(text, dim=1).T / temperature
     weight = None
     if class_balance:
         counts = torch.bincount(targets, minlength=len(text)).to(logits.dtype)
@@ -73,7 +74,8 @@ def mcfa_semantic_loss(voxel_features: torch.Tensor, voxel_labels: torch.Tensor,
 
 def mcfa_spatial_loss(point_features: torch.Tensor, point_cells: torch.Tensor, cell_features: torch.Tensor,
                       temperature: float, max_cells: int, min_points: int,
-                      generator: torch.Generator | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, weights: torch.Tensor | None = None,
+                      feature_rows: torch.Tensor | None = None) -> torch.Tensor:
     """MCFA, spatial (local) granularity: each image cell's pooled 3D feature against that cell's CLIP feature.
 
         z_j = mean_{p : cell(p) = j} n(f_p)     (points falling in cell j, f_p their voxel's feature)
@@ -81,32 +83,39 @@ def mcfa_spatial_loss(point_features: torch.Tensor, point_cells: torch.Tensor, c
 
     Rows may stand for several points at once: with ``weights`` (the number of points of a row), z_j is the
     weighted mean, so one row per (voxel, cell) pair gives exactly the per-point mean at a fraction of the cost.
+    With ``feature_rows``, row r's feature is ``point_features[feature_rows[r]]`` (e.g. rows = (voxel, cell)
+    pairs, features = per voxel): only the rows of the chosen cells are then gathered.
     Our choice: at most ``max_cells`` cells per sweep, drawn at random (the cost is K^2); cells of the same
     class are negatives of each other, as in a plain InfoNCE, which the 3D features can satisfy only by
     following the fine-grained differences of CLIP's features.
     """
-    hit = point_cells >= 0
+    hit = torch.nonzero(point_cells >= 0).squeeze(1)
     cells, inverse = torch.unique(point_cells[hit], return_inverse=True)
-    row_weights = torch.ones(int(hit.sum()), dtype=point_features.dtype, device=point_features.device) \
+    row_weights = torch.ones(len(hit), dtype=point_features.dtype, device=point_features.device) \
         if weights is None else weights[hit].to(point_features.dtype)
-    pooled = torch.zeros(len(cells), point_features.shape[1], dtype=point_features.dtype,
-                         device=point_features.device)
-    pooled.index_add_(0, inverse, F.normalize(point_features[hit], dim=1) * row_weights[:, None])
     counts = torch.zeros(len(cells), dtype=point_features.dtype, device=point_features.device)
     counts.index_add_(0, inverse, row_weights)
-    pooled = pooled / counts[:, None]
     enough = torch.nonzero(counts >= min_points).squeeze(1)
     if len(enough) > max_cells:
         enough = enough[torch.randperm(len(enough), generator=generator)[:max_cells].to(enough.device)]
-    targets = cell_features[cells[enough]].to(pooled.dtype)
-    return info_nce(pooled[enough], targets, temperature)
+    # Pool only the rows of the chosen cells: normalising every row would cost most of this loss's backward.
+    slot = torch.full((len(cells),), -1, dtype=torch.long, device=cells.device)
+    slot[enough] = torch.arange(len(enough), device=cells.device)
+    rows = slot[inverse] >= 0
+    pooled = torch.zeros(len(enough), point_features.shape[1], dtype=point_features.dtype,
+                         device=point_features.device)
+    chosen_rows = hit[rows] if feature_rows is None else feature_rows[hit[rows]]
+    pooled.index_add_(0, slot[inverse][rows], F.normalize(point_features[chosen_rows], dim=1) * row_weights[rows, None])
+    pooled = pooled / counts[enough][:, None]
+    return info_nce(pooled, cell_features[cells[enough]].to(pooled.dtype), temperature)
 
 
 def _class_means(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(C, D) mean feature per class and (C,) bool "class has members"; rows without members are 0."""
-    labelled = labels >= 0
-    sums = torch.zeros(num_classes, features.shape[1], dtype=features.dtype, device=features.device)
-    sums.index_add_(0, labels[labelled], features[labelled])
-    counts = torch.bincount(labels[labelled], minlength=num_classes)
+    # Unlabelled rows go to an extra row C that is dropped: no (N, D) gather of the labelled rows.
+    slots = torch.where(labels >= 0, labels, torch.full_like(labels, num_classes))
+    sums = torch.zeros(num_classes + 1, features.shape[1], dtype=features.dtype, device=features.device)
+    sums.index_add_(0, slots, features)
+    counts = torch.bincount(slots, minlength=num_classes + 1)[:num_classes]
     present = counts > 0
-    return sums / counts.clamp(min=1)[:, None], present
+    return sums[:num_classes] / counts.clamp(min=1)[:, None], present

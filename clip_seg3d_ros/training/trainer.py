@@ -124,8 +124,8 @@ def sample_losses(model: torch.nn.Module, sample: TrainingSample, targets: np.nd
         pairs, points_per_pair = torch.unique(pairs, return_counts=True)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         losses["spatial"] = mcfa_spatial_loss(
-            features[pairs // num_cells], pairs % num_cells, cell_features, settings.spatial_temperature,
-            settings.spatial_max_patches, settings.spatial_min_points, generator, weights=points_per_pair)
+            features, pairs % num_cells, cell_features, settings.spatial_temperature, settings.spatial_max_patches,
+            settings.spatial_min_points, generator, weights=points_per_pair, feature_rows=pairs // num_cells)
     losses["total"] = (losses["ce"] + settings.semantic_weight * losses["semantic"]
                        + settings.spatial_weight * losses["spatial"])
     return losses
