@@ -101,11 +101,12 @@ def mcfa_spatial_loss(point_features: torch.Tensor, point_cells: torch.Tensor, c
     # Pool only the rows of the chosen cells: normalising every row would cost most of this loss's backward.
     slot = torch.full((len(cells),), -1, dtype=torch.long, device=cells.device)
     slot[enough] = torch.arange(len(enough), device=cells.device)
-    rows = slot[inverse] >= 0
+    row_slot = slot[inverse]
+    rows = row_slot >= 0
     pooled = torch.zeros(len(enough), point_features.shape[1], dtype=point_features.dtype,
                          device=point_features.device)
     chosen_rows = hit[rows] if feature_rows is None else feature_rows[hit[rows]]
-    pooled.index_add_(0, slot[inverse][rows], F.normalize(point_features[chosen_rows], dim=1) * row_weights[rows, None])
+    pooled.index_add_(0, row_slot[rows], F.normalize(point_features[chosen_rows], dim=1) * row_weights[rows, None])
     pooled = pooled / counts[enough][:, None]
     return info_nce(pooled, cell_features[cells[enough]].to(pooled.dtype), temperature)
 
