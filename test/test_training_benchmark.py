@@ -17,9 +17,9 @@ def test_the_full_method_learns_unseen_classes_that_seen_ground_truth_alone_cann
     seen_only, full = results["a"], results["e"]
     # (a) never saw a label of an unseen class: it cannot predict them.
     assert seen_only["miou_unseen"] < 2.0
-    # The full method, taught by the teacher's pseudo labels and its own, does learn some of them. At this size
-    # the gap is small (measured 3.7 vs 0.0 unseen mIoU); the full-size benchmark is in the README.
-    assert full["miou_unseen"] > seen_only["miou_unseen"] + 2.0, format_table(results)
+    # The full method, taught by the teacher's pseudo labels and its own, learns them: measured 20.3 vs 0.0 unseen
+    # mIoU at this size (the full-size benchmark, in the README: 76.2); the margin leaves room for float noise.
+    assert full["miou_unseen"] > seen_only["miou_unseen"] + 10.0, format_table(results)
     # The teacher reference is computed on the camera-visible training points and is what pseudo labels carry.
     assert results["teacher"]["miou_unseen"] > 20.0
     saved = json.loads((tmp_path / "benchmark.json").read_text())
