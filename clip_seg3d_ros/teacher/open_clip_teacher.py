@@ -329,7 +329,10 @@ class OpenClipTeacher:
 
     def preprocess(self, image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         """(H, W, 3) uint8 -> (1, 3, size) float: bicubic antialiased resize (as CLIP's PIL pipeline), mean/std."""
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255
+        image = np.ascontiguousarray(image)
+        if not image.flags.writeable:  # e.g. a decoded or memory-mapped image: torch wants to own writable memory
+            image = image.copy()
+        pixels = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255
         if tuple(pixels.shape[2:]) != tuple(size):
             pixels = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False, antialias=True)
             pixels = pixels.clamp(0, 1)  # bicubic overshoots; PIL's uint8 output cannot
