@@ -21,7 +21,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: setup
-	$(BIN)/python -m clip_seg3d_ros.bench $(ARGS)
+	$(BIN)/python -m clip_seg3d_ros.tools.bench $(ARGS)
 
 # The main job on a machine without data: train on the synthetic world, evaluate, say where the results are.
 demo: setup

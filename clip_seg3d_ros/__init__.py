@@ -1,6 +1,6 @@
 """clip_seg3d_ros: zero-shot LiDAR semantic segmentation distilled from CLIP.
 
-Importable without ROS; only :mod:`clip_seg3d_ros.node` needs rclpy.
+Importable without ROS; only :mod:`clip_seg3d_ros.nodes.segment_node` needs rclpy.
 """
 
 from clip_seg3d_ros.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint

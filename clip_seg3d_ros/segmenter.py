@@ -127,7 +127,7 @@ class Segmenter:
     def infer_logits(self, prepared: PreparedSweep) -> torch.Tensor:
         """(V, C) float32 class logits per voxel (row ``i`` for ``prepared.voxels.coords[i]``), on the device.
 
-        The full distribution, not just the winner: camera fusion (:mod:`clip_seg3d_ros.fusion`) mixes these
+        The full distribution, not just the winner: camera fusion (:mod:`clip_seg3d_ros.runtime.fusion`) mixes these
         probabilities with CLIP's 2D ones. (0, C) when the sweep has no valid point.
         """
         if prepared.voxels is None:

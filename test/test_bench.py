@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from clip_seg3d_ros.bench import generated_sweep, main
+from clip_seg3d_ros.tools.bench import generated_sweep, main
 from clip_seg3d_ros.datasets.scan_file import read_scan
 
 

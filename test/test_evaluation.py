@@ -12,16 +12,16 @@ from PIL import Image
 
 from clip_seg3d_ros import Segmenter, Vocabulary
 from clip_seg3d_ros.datasets.sample import Sample
-from clip_seg3d_ros.metrics import evaluate_labels
+from clip_seg3d_ros.evaluation.metrics import evaluate_labels
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.synthetic import CLASS_NAMES, PALETTE, SyntheticWorld
-from clip_seg3d_ros.training.evaluation import (
+from clip_seg3d_ros.evaluation.report import (
     EvaluationResult,
     evaluate_segmenter,
     format_metrics_table,
     write_report,
 )
-from clip_seg3d_ros.training.plots import (
+from clip_seg3d_ros.evaluation.plots import (
     SEEN_COLOR,
     UNLABELLED_RGB,
     UNSEEN_COLOR,

@@ -7,7 +7,7 @@ import re
 import yaml
 from conftest import REPO_ROOT
 
-from clip_seg3d_ros.node_parameters import NODE_NAME
+from clip_seg3d_ros.runtime.settings import NODE_NAME
 
 
 def test_launch_file_names_the_node_its_arguments_and_existing_files():

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from clip_seg3d_ros.metrics import ConfusionMatrix, evaluate_labels, harmonic_mean, summarize
+from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, evaluate_labels, harmonic_mean, summarize
 
 
 def iou_by_sets(predicted, target, cls):

@@ -27,7 +27,7 @@ from vision_msgs.msg import LabelInfo  # noqa: E402
 
 from clip_seg3d_ros import Checkpoint, Vocabulary, save_checkpoint  # noqa: E402
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet  # noqa: E402
-from clip_seg3d_ros.node import LATCHED_QOS, SegmentationNode  # noqa: E402
+from clip_seg3d_ros.nodes.segment_node import LATCHED_QOS, SegmentationNode  # noqa: E402
 from clip_seg3d_ros.ros.pointcloud2 import PointCloud2Types, create_cloud, read_labels  # noqa: E402
 
 INPUT, OUTPUT, LABEL_INFO = "/clip_seg3d_node/input/points", "/clip_seg3d_node/output/points", \

@@ -15,9 +15,9 @@ from rosbags.typesys import Stores, get_typestore
 from clip_seg3d_ros import Checkpoint, CheckpointError, Segmenter, Vocabulary, save_checkpoint
 from clip_seg3d_ros.geometry import CameraModel
 from clip_seg3d_ros.geometry.calibration import camera_info_fields
-from clip_seg3d_ros.latest_slot import LatestSlot
+from clip_seg3d_ros.nodes.latest_slot import LatestSlot
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
-from clip_seg3d_ros.node_parameters import (
+from clip_seg3d_ros.runtime.settings import (
     NODE_NAME,
     SegmentParameters,
     camera_info_topic,
@@ -27,8 +27,8 @@ from clip_seg3d_ros.node_parameters import (
 )
 from clip_seg3d_ros.ros.camera_frame import camera_frame, camera_frame_from_messages
 from clip_seg3d_ros.ros.label_info import class_names_from_label_info, label_info_fields
-from clip_seg3d_ros.segment_runtime import SegmentRuntime
-from clip_seg3d_ros.sweep_stats import ERROR, OK, WARN, SweepStatistics
+from clip_seg3d_ros.runtime.runtime import SegmentRuntime
+from clip_seg3d_ros.nodes.sweep_stats import ERROR, OK, WARN, SweepStatistics
 from clip_seg3d_ros.teacher import SyntheticTeacher, SyntheticTeacherConfig
 
 TYPES = get_typestore(Stores.ROS2_HUMBLE).types

@@ -22,7 +22,7 @@ def test_library_imports_without_ros():
     # A fresh interpreter: importing the library (and the modules that the node uses) pulls in no ROS.
     modules = ", ".join(f"clip_seg3d_ros.{name}" for name in ROS_FREE_MODULES)
     code = (
-        f"import sys, clip_seg3d_ros, clip_seg3d_ros.bench, clip_seg3d_ros.sparse, clip_seg3d_ros.models, {modules}; "
+        f"import sys, clip_seg3d_ros, clip_seg3d_ros.tools.bench, clip_seg3d_ros.sparse, clip_seg3d_ros.models, {modules}; "
         "from clip_seg3d_ros import Segmenter; "
         f"ros_roots = {sorted(ROS_ROOTS)!r}; "
         "ros = sorted(m for m in sys.modules if m.split('.')[0] in ros_roots); "

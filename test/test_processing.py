@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from clip_seg3d_ros import Segmenter
-from clip_seg3d_ros.point_budget import assign_to_kept_voxels, evenly_spaced
-from clip_seg3d_ros.processing import STAGES, SweepProcessor
+from clip_seg3d_ros.runtime.point_budget import assign_to_kept_voxels, evenly_spaced
+from clip_seg3d_ros.runtime.processor import STAGES, SweepProcessor
 from clip_seg3d_ros.synthetic import LidarConfig, SyntheticWorld, WorldConfig
 
 

@@ -27,10 +27,10 @@ from rosbags.typesys import Stores, get_typestore
 from clip_seg3d_ros import Checkpoint, Segmenter, Vocabulary, save_checkpoint
 from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_UNSEEN
 from clip_seg3d_ros.geometry.transforms import invert_transform
-from clip_seg3d_ros.metrics import evaluate_labels
+from clip_seg3d_ros.evaluation.metrics import evaluate_labels
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet, TextClassifier
-from clip_seg3d_ros.processing import SweepProcessor
-from clip_seg3d_ros.replay import ReplayError, main, replay_bag
+from clip_seg3d_ros.runtime.processor import SweepProcessor
+from clip_seg3d_ros.tools.replay import ReplayError, main, replay_bag
 from clip_seg3d_ros.ros.bag_reader import CLASS_NAMES_KEY, BagCameras, BagLookup
 from clip_seg3d_ros.ros.image import image_to_rgb
 from clip_seg3d_ros.ros.pointcloud2 import (

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from clip_seg3d_ros import Checkpoint, Vocabulary, save_checkpoint
-from clip_seg3d_ros.metrics import evaluate_labels
+from clip_seg3d_ros.evaluation.metrics import evaluate_labels
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
-from clip_seg3d_ros.stream_evaluation import StampPairing, StreamEvaluator, ground_truth_classes
+from clip_seg3d_ros.evaluation.stream import StampPairing, StreamEvaluator, ground_truth_classes
 
 NAMES = ["road", "car", "truck"]
 SEEN = [True, True, False]

@@ -5,7 +5,7 @@ import torch
 
 from clip_seg3d_ros import Vocabulary
 from clip_seg3d_ros.teacher import SyntheticTeacher, SyntheticTeacherConfig
-from clip_seg3d_ros.vocabulary_update import clean_class_names, resolve_vocabulary
+from clip_seg3d_ros.runtime.vocabulary_update import clean_class_names, resolve_vocabulary
 
 
 @pytest.fixture(scope="module")

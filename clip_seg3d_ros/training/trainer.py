@@ -41,7 +41,7 @@ from clip_seg3d_ros.training.distributed import (
     init_process_group,
     resolve_device,
 )
-from clip_seg3d_ros.training.evaluation import EvaluationResult, evaluate_segmenter, format_metrics_table, write_report
+from clip_seg3d_ros.evaluation.report import EvaluationResult, evaluate_segmenter, format_metrics_table, write_report
 from clip_seg3d_ros.training.losses import mcfa_semantic_loss, mcfa_spatial_loss, text_head_cross_entropy
 from clip_seg3d_ros.vocabulary import Vocabulary
 from clip_seg3d_ros.voxelize import voxelize

@@ -1,12 +1,12 @@
 """The node's processing path, free of ROS: one sweep (and optionally its camera frames) in, a label per point out.
 
-The ROS node (:mod:`clip_seg3d_ros.node`) and rosbag replay both call :meth:`SweepProcessor.process`, so
+The ROS node (:mod:`clip_seg3d_ros.nodes.segment_node`) and rosbag replay both call :meth:`SweepProcessor.process`, so
 a bag replayed offline is labelled exactly as the robot labels it live. Stages, each timed:
 
-- ``preprocess``: validation, the point budget (``max_points``, see :mod:`clip_seg3d_ros.point_budget`),
+- ``preprocess``: validation, the point budget (``max_points``, see :mod:`clip_seg3d_ros.runtime.point_budget`),
   voxelization;
 - ``inference``: the 3D network and the text classifier, class probabilities per voxel;
-- ``fusion``: with a :class:`~clip_seg3d_ros.fusion.CameraFusion` and camera frames, the 2D teacher and the
+- ``fusion``: with a :class:`~clip_seg3d_ros.runtime.fusion.CameraFusion` and camera frames, the 2D teacher and the
   2D-3D mix for the points a camera sees (0 otherwise);
 - ``postprocess``: label and score of every point, back on the host, and the score threshold;
 - ``total``: the whole call, so at least the sum of the four.
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from clip_seg3d_ros.datasets.sample import CameraFrame
-from clip_seg3d_ros.fusion import CameraFusion
-from clip_seg3d_ros.point_budget import assign_to_kept_voxels, evenly_spaced
+from clip_seg3d_ros.runtime.fusion import CameraFusion
+from clip_seg3d_ros.runtime.point_budget import assign_to_kept_voxels, evenly_spaced
 from clip_seg3d_ros.segmenter import IGNORE_LABEL, Segmenter
 from clip_seg3d_ros.vocabulary import Vocabulary
 
@@ -84,8 +84,8 @@ class SweepProcessor:
 
     - ``score_threshold``: points whose winning probability is below it are labelled -1 (0: keep all);
     - ``max_points``: at most this many points go into the network (0: no limit); see
-      :mod:`clip_seg3d_ros.point_budget` for how the others are labelled;
-    - ``fusion``: a :class:`~clip_seg3d_ros.fusion.CameraFusion`, used when ``process`` gets camera frames.
+      :mod:`clip_seg3d_ros.runtime.point_budget` for how the others are labelled;
+    - ``fusion``: a :class:`~clip_seg3d_ros.runtime.fusion.CameraFusion`, used when ``process`` gets camera frames.
 
     Thread-safe: the node processes in a worker thread while parameter callbacks change the vocabulary,
     thresholds and weights; one lock orders them, so a sweep is labelled entirely before or after a change.

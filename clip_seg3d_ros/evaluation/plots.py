@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from clip_seg3d_ros.metrics import ConfusionMatrix
+from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix
 from clip_seg3d_ros.synthetic.classes import CLASS_NAMES, PALETTE
 
 UNLABELLED_RGB = np.array([153, 153, 153], dtype=np.uint8)  # ground truth -1 / prediction -1
@@ -184,7 +184,7 @@ def _percent(value: float | None) -> str:
 
 
 def plot_iou_per_class(metrics: Mapping, seen: Sequence[bool], path: str | Path) -> Path:
-    """Write a PNG bar chart of the per-class IoU of a :func:`clip_seg3d_ros.metrics.summarize` dictionary.
+    """Write a PNG bar chart of the per-class IoU of a :func:`clip_seg3d_ros.evaluation.metrics.summarize` dictionary.
 
     Bars are coloured seen / unseen, dashed lines mark the two means, and a class absent from both ground
     truth and predictions (no IoU) is written as "absent" instead of a bar, so it is not mistaken for 0 %.

@@ -1,8 +1,8 @@
 """Per-stage latency of the Segmenter on one sweep; prints one JSON object.
 
-    python -m clip_seg3d_ros.bench                      # a generated 120,000-point, 64-beam sweep
-    python -m clip_seg3d_ros.bench --points 000000.bin  # a KITTI .bin scan (float32 x, y, z, intensity)
-    python -m clip_seg3d_ros.bench --checkpoint model.pt --device cuda
+    python -m clip_seg3d_ros.tools.bench                      # a generated 120,000-point, 64-beam sweep
+    python -m clip_seg3d_ros.tools.bench --points 000000.bin  # a KITTI .bin scan (float32 x, y, z, intensity)
+    python -m clip_seg3d_ros.tools.bench --checkpoint model.pt --device cuda
 
 Stages: voxelize (validation, NaN filtering, voxelization), network (MinkUNet, projection, classifier,
 softmax), devoxelize (per-point labels and scores back on the host), total (the three, timed together).

@@ -1,8 +1,8 @@
 """The ROS 2 segmentation node: ``ros2 run clip_seg3d_ros segment --ros-args -p checkpoint:=model.pt``.
 
 The only module of the package that imports rclpy. It is glue: topics, QoS, TF, threads and parameters;
-what a sweep becomes is decided by :class:`~clip_seg3d_ros.segment_runtime.SegmentRuntime` and
-:class:`~clip_seg3d_ros.processing.SweepProcessor` (the same path rosbag replay takes), messages are
+what a sweep becomes is decided by :class:`~clip_seg3d_ros.runtime.runtime.SegmentRuntime` and
+:class:`~clip_seg3d_ros.runtime.processor.SweepProcessor` (the same path rosbag replay takes), messages are
 converted by :mod:`clip_seg3d_ros.ros`.
 
 Topics (relative to the node, remap them in the launch file):
@@ -23,14 +23,14 @@ Topics (relative to the node, remap them in the launch file):
 - ``~/processing_time_ms/<stage>`` (std_msgs/Float32, per sweep): preprocess, inference, fusion,
   postprocess, total: plain numbers that rqt_plot / PlotJuggler show directly.
 - ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, every ``diagnostics_period`` s): sweeps processed,
-  skipped by reason, dropped, camera images left out, mean stage times (:mod:`clip_seg3d_ros.sweep_stats`).
+  skipped by reason, dropped, camera images left out, mean stage times (:mod:`clip_seg3d_ros.nodes.sweep_stats`).
 
 Behaviour: no work when nobody subscribes to ``~/output/points`` or ``~/output/points_rgb`` (counted as
 skipped). Sweeps are processed in a worker thread fed by a one-sweep slot: when processing falls behind, the
 newest sweep replaces the waiting one, which is counted as dropped; the queue never grows. A bad message or a
 failing sweep is logged (throttled), counted and skipped; it never stops the node. ``vocabulary``,
 ``score_threshold``, ``calibration_bias`` and ``fusion_weight`` can be changed while running
-(``ros2 param set``); the other parameters are read once (see :mod:`clip_seg3d_ros.node_parameters`). A
+(``ros2 param set``); the other parameters are read once (see :mod:`clip_seg3d_ros.runtime.settings`). A
 sweep in flight when the vocabulary changes is labelled entirely with the old or entirely with the new one.
 """
 
@@ -60,15 +60,15 @@ except ImportError:  # vision_msgs without LabelInfo (older than 4.1): the label
     LabelInfo = VisionClass = None
 
 from clip_seg3d_ros.checkpoint import CheckpointError
-from clip_seg3d_ros.latest_slot import LatestSlot
-from clip_seg3d_ros.node_parameters import (
+from clip_seg3d_ros.nodes.latest_slot import LatestSlot
+from clip_seg3d_ros.runtime.settings import (
     DESCRIPTIONS,
     NODE_NAME,
     RUNTIME_PARAMETERS,
     SegmentParameters,
     camera_info_topic,
 )
-from clip_seg3d_ros.processing import STAGES
+from clip_seg3d_ros.runtime.processor import STAGES
 from clip_seg3d_ros.ros.camera_frame import camera_frame_from_messages
 from clip_seg3d_ros.ros.label_info import label_info_fields
 from clip_seg3d_ros.ros.pointcloud2 import (
@@ -80,9 +80,9 @@ from clip_seg3d_ros.ros.pointcloud2 import (
     read_xyz_intensity,
 )
 from clip_seg3d_ros.ros.tf import transform_to_matrix
-from clip_seg3d_ros.segment_runtime import SegmentRuntime
-from clip_seg3d_ros.sweep_stats import ERROR, OK, WARN, SweepStatistics
-from clip_seg3d_ros.training.plots import class_colors
+from clip_seg3d_ros.runtime.runtime import SegmentRuntime
+from clip_seg3d_ros.nodes.sweep_stats import ERROR, OK, WARN, SweepStatistics
+from clip_seg3d_ros.evaluation.plots import class_colors
 
 LOG_THROTTLE_S = 5.0
 INPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1,

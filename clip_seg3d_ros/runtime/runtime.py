@@ -1,6 +1,6 @@
 """The ROS-free half of the segmentation node: a :class:`SweepProcessor` built from the node's parameters.
 
-The node (:mod:`clip_seg3d_ros.node`) owns topics, QoS, TF and threads; everything that decides what a sweep
+The node (:mod:`clip_seg3d_ros.nodes.segment_node`) owns topics, QoS, TF and threads; everything that decides what a sweep
 becomes is made and changed here, so that start-up and runtime reconfiguration are tested without ROS:
 
 - the checkpoint is loaded once, onto the chosen device (a clear CheckpointError when missing or corrupt);
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from clip_seg3d_ros.checkpoint import Checkpoint, load_model
-from clip_seg3d_ros.fusion import CameraFusion
-from clip_seg3d_ros.node_parameters import (
+from clip_seg3d_ros.runtime.fusion import CameraFusion
+from clip_seg3d_ros.runtime.settings import (
     RUNTIME_PARAMETERS,
     SegmentParameters,
     check_unit_interval,
@@ -29,10 +29,10 @@ from clip_seg3d_ros.node_parameters import (
     resolve_device,
     split_clip_model,
 )
-from clip_seg3d_ros.processing import SweepProcessor
+from clip_seg3d_ros.runtime.processor import SweepProcessor
 from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.vocabulary import Vocabulary
-from clip_seg3d_ros.vocabulary_update import clean_class_names, resolve_vocabulary
+from clip_seg3d_ros.runtime.vocabulary_update import clean_class_names, resolve_vocabulary
 
 if TYPE_CHECKING:  # the teacher package imports open_clip: loaded only when a teacher is built
     from clip_seg3d_ros.teacher.base import DenseTeacher

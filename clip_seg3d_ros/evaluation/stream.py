@@ -1,13 +1,13 @@
 """Metrics of a running segmenter: predictions and ground truth that arrive as separate streams, paired by stamp.
 
-The evaluate node (:mod:`clip_seg3d_ros.evaluate_node`) hears the segmenter's labelled clouds and a
+The evaluate node (:mod:`clip_seg3d_ros.nodes.evaluate_node`) hears the segmenter's labelled clouds and a
 ground-truth cloud of the same sweeps (``/points_gt``). The segmenter copies its input's header to its
 output, so a prediction and its ground truth carry the same stamp, to the nanosecond: pairing is exact, and
 either may come first. Unpaired entries wait in a bounded buffer; when it is full, the oldest is given up
 and counted (a sweep the segmenter skipped or dropped never gets a prediction).
 
 Metrics are in the ground truth's class list; predictions are mapped to it by class name
-(:func:`clip_seg3d_ros.training.evaluation.prediction_lookup`, the rule training's evaluation uses) once the
+(:func:`clip_seg3d_ros.evaluation.report.prediction_lookup`, the rule training's evaluation uses) once the
 segmenter's class names are known, and taken as indices into the same list until then.
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from clip_seg3d_ros.checkpoint import load_checkpoint
-from clip_seg3d_ros.metrics import ConfusionMatrix, summarize
-from clip_seg3d_ros.training.evaluation import prediction_lookup
+from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, summarize
+from clip_seg3d_ros.evaluation.report import prediction_lookup
 
 
 class StampPairing:
@@ -118,7 +118,7 @@ class StreamEvaluator:
         }
 
     def metrics(self) -> dict:
-        """The :func:`clip_seg3d_ros.metrics.summarize` dictionary, as training's metrics.json holds it."""
+        """The :func:`clip_seg3d_ros.evaluation.metrics.summarize` dictionary, as training's metrics.json holds it."""
         return summarize(self.confusion, self.class_names, self.seen)
 
 

@@ -10,7 +10,7 @@ vocabulary is the same classes in another order, a subset of them, or has extra 
 is (open-vocabulary models get their vocabulary swapped freely):
 - a dataset class the vocabulary lacks can never be predicted (its IoU is 0 where it occurs; a warning says so);
 - a point predicted as a class the dataset lacks counts as a miss of its true class (as an ignored prediction
-  does in :mod:`clip_seg3d_ros.metrics`);
+  does in :mod:`clip_seg3d_ros.evaluation.metrics`);
 - no class in common is a ValueError (almost certainly the wrong checkpoint or dataset).
 """
 
@@ -28,16 +28,16 @@ import numpy as np
 from tqdm import tqdm
 
 from clip_seg3d_ros.datasets.sample import Sample
-from clip_seg3d_ros.metrics import ConfusionMatrix, summarize
+from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, summarize
 from clip_seg3d_ros.segmenter import Segmenter
-from clip_seg3d_ros.training.plots import plot_bev_pair, plot_confusion_matrix, plot_iou_per_class
+from clip_seg3d_ros.evaluation.plots import plot_bev_pair, plot_confusion_matrix, plot_iou_per_class
 
 
 @dataclass
 class EvaluationResult:
     """What :func:`evaluate_segmenter` measured; :func:`write_report` turns it into files.
 
-    ``metrics``: the :func:`clip_seg3d_ros.metrics.summarize` dictionary (percent, NaN where a mean has no
+    ``metrics``: the :func:`clip_seg3d_ros.evaluation.metrics.summarize` dictionary (percent, NaN where a mean has no
     class); ``class_names`` / ``seen``: the dataset's classes and their split; ``bev_samples``: for the first
     few sweeps (name, xyz (N, 3), ground truth (N,), prediction (N,) in ``class_names`` indices).
     """
@@ -141,7 +141,7 @@ def _json_compatible(value):
 
 
 def write_metrics_json(metrics: Mapping, class_names: Sequence[str], seen: Sequence[bool], path: str | Path) -> Path:
-    """Write a :func:`~clip_seg3d_ros.metrics.summarize` dictionary plus the class list and split as strict
+    """Write a :func:`~clip_seg3d_ros.evaluation.metrics.summarize` dictionary plus the class list and split as strict
     JSON (NaN -> null), the one ``metrics.json`` layout that training, replay and the evaluator share."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,21 +1,21 @@
 """Replay a rosbag2 through the node's own processing path, without ROS: labelled clouds, metrics, latency.
 
-    python -m clip_seg3d_ros.replay BAG --checkpoint model.pt --out labelled_bag --metrics metrics.json
+    python -m clip_seg3d_ros.tools.replay BAG --checkpoint model.pt --out labelled_bag --metrics metrics.json
 
 Every message on the points topic is decoded (:mod:`clip_seg3d_ros.ros.pointcloud2`), labelled by
-:meth:`clip_seg3d_ros.processing.SweepProcessor.process` (what the node runs on every sweep) and, with
+:meth:`clip_seg3d_ros.runtime.processor.SweepProcessor.process` (what the node runs on every sweep) and, with
 ``--out``, written to a new bag on ``/points_labelled`` (input fields + ``label`` + ``score``, the input's
 header, logged at the input's time). Nothing else is copied.
 
 Ground truth: the message on ``--gt-topic`` with the same header stamp, its ``label`` field (65535 = none).
-The metrics are those of training's evaluation (:mod:`clip_seg3d_ros.metrics`, same ``metrics.json`` keys),
+The metrics are those of training's evaluation (:mod:`clip_seg3d_ros.evaluation.metrics`, same ``metrics.json`` keys),
 over the ground truth's classes: the class names stored by ``clip_seg3d_ros.tools.to_bag`` in the bag's
 metadata, or, for a bag without them (recorded by ROS), the checkpoint's vocabulary. Predictions map to those
 classes by name. A class's seen/unseen flag is the vocabulary's (classes it lacks count as unseen).
 
 With ``--use-cameras`` each sweep also gets the camera frames nearest its stamp (images, camera_info and the
 LiDAR -> camera transform from /tf_static and /tf) and camera fusion with a CLIP teacher
-(``--clip-weights``; see :mod:`clip_seg3d_ros.fusion`).
+(``--clip-weights``; see :mod:`clip_seg3d_ros.runtime.fusion`).
 
 A malformed cloud (bad CDR, bad layout) is logged, counted by reason and skipped; the replay goes on.
 Problems with the bag itself are one exception with a one-line message: ``BagError`` (missing, truncated,
@@ -40,8 +40,8 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from clip_seg3d_ros.checkpoint import CheckpointError, load_model
-from clip_seg3d_ros.metrics import ConfusionMatrix, summarize
-from clip_seg3d_ros.processing import STAGES, SweepProcessor
+from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, summarize
+from clip_seg3d_ros.runtime.processor import STAGES, SweepProcessor
 from clip_seg3d_ros.ros.bag_reader import (
     BagCameras,
     BagError,
@@ -63,7 +63,7 @@ from clip_seg3d_ros.ros.pointcloud2 import (
 from clip_seg3d_ros.ros.tf import stamp_to_ns
 from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.tools.to_bag import BAG_VERSION, STORAGES
-from clip_seg3d_ros.training.evaluation import format_metrics_table, prediction_lookup, write_metrics_json
+from clip_seg3d_ros.evaluation.report import format_metrics_table, prediction_lookup, write_metrics_json
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def build_processor(args: argparse.Namespace) -> SweepProcessor:
     segmenter = Segmenter(model, checkpoint.vocabulary, device=args.device, calibration_bias=args.calibration_bias)
     fusion = None
     if args.use_cameras:
-        from clip_seg3d_ros.fusion import CameraFusion
+        from clip_seg3d_ros.runtime.fusion import CameraFusion
         from clip_seg3d_ros.teacher.open_clip_teacher import OpenClipTeacher, TeacherWeightsError
 
         model_name, _, tag = (args.clip_model or checkpoint.clip_model or "ViT-B-16/openai").partition("/")

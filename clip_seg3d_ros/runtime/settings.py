@@ -1,6 +1,6 @@
 """The segmentation node's parameters: names, defaults, meaning and validation, free of ROS.
 
-:mod:`clip_seg3d_ros.node` declares every field of :class:`SegmentParameters` with its default and the
+:mod:`clip_seg3d_ros.nodes.segment_node` declares every field of :class:`SegmentParameters` with its default and the
 description below, reads them once at start-up and builds them with :meth:`SegmentParameters.from_values`.
 ``config/segment.yaml`` holds the same defaults in the ``clip_seg3d_node: ros__parameters:`` layout.
 
