@@ -41,11 +41,11 @@ setup(
     zip_safe=True,
     entry_points={
         "console_scripts": [
-            f"clip_seg3d_bench = {PACKAGE}.bench:main",
-            f"clip_seg3d_replay = {PACKAGE}.replay:main",
+            f"clip_seg3d_bench = {PACKAGE}.tools.bench:main",
+            f"clip_seg3d_replay = {PACKAGE}.tools.replay:main",
             f"clip_seg3d_to_bag = {PACKAGE}.tools.to_bag:main",
-            f"segment = {PACKAGE}.node:main",
-            f"evaluate = {PACKAGE}.evaluate_node:main",
+            f"segment = {PACKAGE}.nodes.segment_node:main",
+            f"evaluate = {PACKAGE}.nodes.evaluate_node:main",
         ],
     },
 )

@@ -1,9 +1,10 @@
 """Inference on one LiDAR sweep: points in, a label and a score per point out.
 
-The node, rosbag replay and the benchmark all go through :class:`Segmenter`, in three stages that can be
-timed separately: :meth:`Segmenter.preprocess` (validation, NaN filtering, voxelization),
-:meth:`Segmenter.infer` (network and classifier on the voxels) and :meth:`Segmenter.postprocess` (voxel
-results back to every point, on the host).
+The one implementation of each step from a sweep to per-point labels, shared by everything that labels
+points: :func:`validate_points`, :func:`network_input` (also the trainer's), :meth:`Segmenter.infer_logits`
+and :func:`voxel_results_to_points`. The node's and replay's processing path
+(:class:`clip_seg3d_ros.runtime.processor.SweepProcessor`) adds a point budget, camera fusion, a score
+threshold and per-stage timing around the same calls.
 """
 
 from __future__ import annotations
@@ -15,21 +16,34 @@ import numpy as np
 import torch
 
 from clip_seg3d_ros.checkpoint import load_model
+from clip_seg3d_ros.datasets.sample import IGNORE_INDEX
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet, TextClassifier
 from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, select_backend
 from clip_seg3d_ros.vocabulary import Vocabulary
-from clip_seg3d_ros.voxelize import Voxelization, devoxelize, voxelize
-
-IGNORE_LABEL = -1
+from clip_seg3d_ros.voxelize import Voxelization, voxelize
 
 
 @dataclass
 class PreparedSweep:
-    """One sweep after :meth:`Segmenter.preprocess`: ``valid`` marks the points with finite x, y, z."""
+    """One sweep after :meth:`Segmenter.preprocess`.
 
-    num_points: int
-    valid: np.ndarray
-    voxels: Voxelization | None
+    ``point_voxel`` (N,) int64 on the device: the row in ``voxels`` of each input point, -1 for a point with a
+    NaN/inf coordinate; ``voxels`` and ``sparse`` (the network's input) are None when no point is valid.
+    """
+
+    point_voxel: torch.Tensor
+    voxels: Voxelization | None = None
+    sparse: SparseTensor | None = None
+
+
+def validate_points(points: np.ndarray) -> np.ndarray:
+    """``points`` as an (N, >=3) float32 array; anything else is a ValueError that says what was expected."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] < 3:
+        raise ValueError(f"points must be an (N, >=3) array of x, y, z[, intensity], got shape {points.shape}")
+    if not np.issubdtype(points.dtype, np.number):
+        raise ValueError(f"points must be numeric, got dtype {points.dtype}")
+    return points.astype(np.float32, copy=False)
 
 
 def point_features(points: torch.Tensor, config: ModelConfig) -> torch.Tensor:
@@ -42,6 +56,28 @@ def point_features(points: torch.Tensor, config: ModelConfig) -> torch.Tensor:
     else:
         intensity = torch.zeros_like(xyz[:, :1])
     return torch.cat([xyz, intensity], dim=1)
+
+
+def network_input(points: torch.Tensor, config: ModelConfig, sparse_backend: str) -> tuple[Voxelization, SparseTensor]:
+    """The network's input for (N, >=3) points with finite x, y, z on one device: the voxelization (which point
+    is in which voxel) and the sparse tensor of voxel coordinates and mean features."""
+    voxels = voxelize(points[:, :3], point_features(points, config), config.voxel_size)
+    return voxels, SparseTensor(feats=voxels.feats, coords=voxels.coords, cache=CoordinateCache(sparse_backend))
+
+
+def voxel_results_to_points(
+    point_voxel: torch.Tensor, voxel_labels: torch.Tensor, voxel_scores: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each point takes its voxel's label and score; a point without a voxel (row -1) gets IGNORE_INDEX and 0.
+
+    Returns (N,) int64 labels and (N,) float32 scores on the device of ``point_voxel``.
+    """
+    has_voxel = point_voxel >= 0
+    labels = torch.full(point_voxel.shape, IGNORE_INDEX, dtype=torch.int64, device=point_voxel.device)
+    scores = torch.zeros(point_voxel.shape, dtype=torch.float32, device=point_voxel.device)
+    labels[has_voxel] = voxel_labels[point_voxel[has_voxel]].to(torch.int64)
+    scores[has_voxel] = voxel_scores[point_voxel[has_voxel]].float()
+    return labels, scores
 
 
 class Segmenter:
@@ -107,48 +143,29 @@ class Segmenter:
 
     def __call__(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         prepared = self.preprocess(points)
-        return self.postprocess(prepared, *self.infer(prepared))
+        scores, labels = torch.softmax(self.infer_logits(prepared), dim=1).max(dim=1)
+        point_labels, point_scores = voxel_results_to_points(prepared.point_voxel, labels, scores)
+        return point_labels.cpu().numpy().astype(np.int32), point_scores.cpu().numpy()
 
     def preprocess(self, points: np.ndarray) -> PreparedSweep:
-        points = np.asarray(points)
-        if points.ndim != 2 or points.shape[1] < 3:
-            raise ValueError(f"points must be an (N, >=3) array of x, y, z[, intensity], got shape {points.shape}")
-        if not np.issubdtype(points.dtype, np.number):
-            raise ValueError(f"points must be numeric, got dtype {points.dtype}")
-        points = points.astype(np.float32, copy=False)
+        """Validation (:func:`validate_points`), NaN/inf filtering and voxelization on the device."""
+        points = validate_points(points)
         valid = np.isfinite(points[:, :3]).all(axis=1)
+        point_voxel = torch.full((len(points),), -1, dtype=torch.int64, device=self.device)
         if not valid.any():
-            return PreparedSweep(num_points=len(points), valid=valid, voxels=None)
+            return PreparedSweep(point_voxel=point_voxel)
         kept = torch.from_numpy(np.ascontiguousarray(points[valid])).to(self.device, non_blocking=True)
-        voxels = voxelize(kept[:, :3], point_features(kept, self.config), self.config.voxel_size)
-        return PreparedSweep(num_points=len(points), valid=valid, voxels=voxels)
+        voxels, sparse = network_input(kept, self.config, self.sparse_backend)
+        point_voxel[torch.from_numpy(valid).to(self.device)] = voxels.point_to_voxel
+        return PreparedSweep(point_voxel=point_voxel, voxels=voxels, sparse=sparse)
 
     @torch.inference_mode()
     def infer_logits(self, prepared: PreparedSweep) -> torch.Tensor:
         """(V, C) float32 class logits per voxel (row ``i`` for ``prepared.voxels.coords[i]``), on the device.
 
-        The full distribution, not just the winner: camera fusion (:mod:`clip_seg3d_ros.runtime.fusion`) mixes these
-        probabilities with CLIP's 2D ones. (0, C) when the sweep has no valid point.
+        The full distribution, not just the winner: camera fusion (:mod:`clip_seg3d_ros.runtime.fusion`) mixes
+        these probabilities with CLIP's 2D ones. (0, C) when the sweep has no valid point.
         """
-        if prepared.voxels is None:
+        if prepared.sparse is None:
             return torch.empty(0, len(self.vocabulary), device=self.device)
-        voxels = prepared.voxels
-        sparse = SparseTensor(feats=voxels.feats, coords=voxels.coords, cache=CoordinateCache(self.sparse_backend))
-        return self.classifier(self.model(sparse)).float()
-
-    @torch.inference_mode()
-    def infer(self, prepared: PreparedSweep) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-voxel label and score (the softmax probability of the label)."""
-        scores, labels = torch.softmax(self.infer_logits(prepared), dim=1).max(dim=1)
-        return labels, scores
-
-    def postprocess(
-        self, prepared: PreparedSweep, voxel_labels: torch.Tensor, voxel_scores: torch.Tensor
-    ) -> tuple[np.ndarray, np.ndarray]:
-        labels = np.full(prepared.num_points, IGNORE_LABEL, dtype=np.int32)
-        scores = np.zeros(prepared.num_points, dtype=np.float32)
-        if prepared.voxels is not None:
-            point_to_voxel = prepared.voxels.point_to_voxel
-            labels[prepared.valid] = devoxelize(voxel_labels, point_to_voxel).cpu().numpy()
-            scores[prepared.valid] = devoxelize(voxel_scores, point_to_voxel).cpu().numpy()
-        return labels, scores
+        return self.classifier(self.model(prepared.sparse)).float()

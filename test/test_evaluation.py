@@ -12,24 +12,12 @@ from PIL import Image
 
 from clip_seg3d_ros import Segmenter, Vocabulary
 from clip_seg3d_ros.datasets.sample import Sample
+from clip_seg3d_ros.evaluation.colors import class_colors
 from clip_seg3d_ros.evaluation.metrics import evaluate_labels
+from clip_seg3d_ros.evaluation.plots import SEEN_COLOR, UNSEEN_COLOR, bev_image, plot_iou_per_class
+from clip_seg3d_ros.evaluation.report import EvaluationResult, evaluate_segmenter, write_report
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.synthetic import CLASS_NAMES, PALETTE, SyntheticWorld
-from clip_seg3d_ros.evaluation.report import (
-    EvaluationResult,
-    evaluate_segmenter,
-    format_metrics_table,
-    write_report,
-)
-from clip_seg3d_ros.evaluation.plots import (
-    SEEN_COLOR,
-    UNLABELLED_RGB,
-    UNSEEN_COLOR,
-    bev_image,
-    class_colors,
-    label_colors,
-    plot_iou_per_class,
-)
 
 UNSEEN = ("motorcycle", "truck", "bicyclist", "traffic-sign")
 SEEN = [name not in UNSEEN for name in CLASS_NAMES]
@@ -206,41 +194,6 @@ def test_iou_bars_are_coloured_by_split(tmp_path):
     # Each bar covers thousands of pixels; the legend's patches and the red tick label only a few hundred.
     assert (bars == _packed(_uint8_rgb(SEEN_COLOR))).sum() > 5000
     assert (bars == _packed(_uint8_rgb(UNSEEN_COLOR))).sum() > 5000
-
-
-def test_format_metrics_table_lists_every_class_with_its_split_and_iou():
-    metrics = {
-        "miou": 50.0, "miou_seen": 62.5, "miou_unseen": 25.0, "hiou": 100 / 3, "points": 1234,
-        "iou_per_class": {"road": 75.0, "car": 50.0, "truck": 25.0, "pole": None},
-    }
-    lines = format_metrics_table(metrics, [True, True, False, True]).splitlines()
-    assert lines[0] == "mIoU 50.0 | seen 62.5 | unseen 25.0 | hIoU 33.3 | 1,234 points"
-    assert lines[2:] == [
-        "| class | split  |  IoU % |",
-        "| ----- | ------ | -----: |",
-        "| road  | seen   |   75.0 |",
-        "| car   | seen   |   50.0 |",
-        "| truck | unseen |   25.0 |",
-        "| pole  | seen   | absent |",
-    ]
-    with pytest.raises(ValueError, match="seen flags"):
-        format_metrics_table(metrics, [True])
-
-
-def test_class_colors_use_the_semantickitti_palette_by_name_and_tab20_otherwise():
-    np.testing.assert_array_equal(class_colors(CLASS_NAMES), PALETTE)
-    subset = ["road", "car", "traffic-sign"]
-    np.testing.assert_array_equal(class_colors(subset), PALETTE[[CLASS_NAMES.index(name) for name in subset]])
-    other = class_colors(["road", "fire hydrant"])  # one unknown name: the whole list is "other"
-    np.testing.assert_array_equal(other, [[31, 119, 180], [174, 199, 232]])  # tab20's first two
-    many = class_colors([f"class {i}" for i in range(40)])
-    assert many.dtype == np.uint8 and many.shape == (40, 3)
-    assert len(np.unique(many, axis=0)) == 40
-    np.testing.assert_array_equal(many, class_colors([f"class {i}" for i in range(40)]))
-    coloured = label_colors(np.array([[1, -1], [0, 2]]), class_colors(subset))
-    np.testing.assert_array_equal(coloured, [[PALETTE[0], UNLABELLED_RGB], [PALETTE[8], PALETTE[18]]])
-    with pytest.raises(ValueError, match="no colour"):
-        label_colors(np.array([3]), class_colors(subset))
 
 
 def test_bev_image_is_upright_and_shows_the_highest_point_of_each_pixel():

@@ -3,7 +3,13 @@ import math
 import numpy as np
 import pytest
 
-from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, evaluate_labels, harmonic_mean, summarize
+from clip_seg3d_ros.evaluation.metrics import (
+    ConfusionMatrix,
+    evaluate_labels,
+    harmonic_mean,
+    prediction_lookup,
+    summarize,
+)
 
 
 def iou_by_sets(predicted, target, cls):
@@ -60,3 +66,12 @@ def test_harmonic_mean():
     assert harmonic_mean(60.0, 60.0) == 60.0
     assert harmonic_mean(0.0, 0.0) == 0.0
     assert math.isnan(harmonic_mean(float("nan"), 3.0))
+
+
+def test_prediction_lookup_maps_segmenter_labels_to_dataset_labels_by_name():
+    # Segmenter: another order, one class the dataset lacks ("fire hydrant"); dataset: one it cannot predict.
+    lookup = prediction_lookup(["car", "fire hydrant", "road"], ["road", "car", "pole"])
+    np.testing.assert_array_equal(lookup, [1, -1, 0, -1])  # last entry: lookup[-1] keeps ignored points ignored
+    np.testing.assert_array_equal(lookup[np.array([2, 0, -1, 1])], [0, 1, -1, -1])
+    with pytest.raises(ValueError, match="no class in common"):
+        prediction_lookup(["sky"], ["road", "car"])

@@ -13,22 +13,17 @@ from conftest import REPO_ROOT
 from rosbags.typesys import Stores, get_typestore
 
 from clip_seg3d_ros import Checkpoint, CheckpointError, Segmenter, Vocabulary, save_checkpoint
+from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.geometry import CameraModel
 from clip_seg3d_ros.geometry.calibration import camera_info_fields
-from clip_seg3d_ros.nodes.latest_slot import LatestSlot
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
-from clip_seg3d_ros.runtime.settings import (
-    NODE_NAME,
-    SegmentParameters,
-    camera_info_topic,
-    resolve_device,
-    split_clip_model,
-    string_list,
-)
+from clip_seg3d_ros.nodes.latest_slot import LatestSlot
+from clip_seg3d_ros.nodes.settings import NODE_NAME, NodeSettings, camera_info_topic
+from clip_seg3d_ros.nodes.sweep_stats import ERROR, OK, WARN, SweepStatistics
 from clip_seg3d_ros.ros.camera_frame import camera_frame, camera_frame_from_messages
 from clip_seg3d_ros.ros.label_info import class_names_from_label_info, label_info_fields
 from clip_seg3d_ros.runtime.runtime import SegmentRuntime
-from clip_seg3d_ros.nodes.sweep_stats import ERROR, OK, WARN, SweepStatistics
+from clip_seg3d_ros.runtime.settings import RuntimeSettings, split_clip_model, string_list
 from clip_seg3d_ros.teacher import SyntheticTeacher, SyntheticTeacherConfig
 
 TYPES = get_typestore(Stores.ROS2_HUMBLE).types
@@ -39,30 +34,41 @@ TYPES = get_typestore(Stores.ROS2_HUMBLE).types
 def test_config_yaml_holds_the_nodes_defaults_under_its_name():
     document = yaml.safe_load((REPO_ROOT / "config" / "segment.yaml").read_text())
     parameters = document[NODE_NAME]["ros__parameters"]
-    defaults = SegmentParameters.defaults()
+    defaults = {**RuntimeSettings.defaults(), **NodeSettings.defaults()}
+    assert not set(RuntimeSettings.names()) & set(NodeSettings.names())  # one parameter, one owner
     assert set(parameters) <= set(defaults)
     assert {name: defaults[name] for name in parameters} == parameters
     assert set(defaults) - set(parameters) == {"vocabulary", "camera_topics"}  # empty lists: left out (see file)
 
 
 def test_parameters_convert_and_validate():
-    parameters = SegmentParameters.from_values({"checkpoint": "m.pt", "score_threshold": 1, "vocabulary": []})
-    assert parameters.score_threshold == 1.0 and parameters.vocabulary == ()
-    assert SegmentParameters.from_values({"checkpoint": "m.pt", "vocabulary": ["car"]}).vocabulary == ("car",)
+    settings = RuntimeSettings.from_values({"checkpoint": "m.pt", "score_threshold": 1, "vocabulary": []})
+    assert settings.score_threshold == 1.0 and settings.vocabulary == ()
+    assert RuntimeSettings.from_values({"checkpoint": "m.pt", "vocabulary": ["car"]}).vocabulary == ("car",)
+    assert NodeSettings.from_values({"camera_topics": ["/a"], "slop": 0}, use_cameras=True).slop == 0.0
     for values, message in [
         ({}, "checkpoint"),
         ({"checkpoint": "m.pt", "score_threshold": 2.0}, "score_threshold"),
+        ({"checkpoint": "m.pt", "fusion_weight": -0.1}, "fusion_weight"),
         ({"checkpoint": "m.pt", "max_points": -5}, "max_points"),
         ({"checkpoint": "m.pt", "max_points": 1.5}, "integer"),
-        ({"checkpoint": "m.pt", "use_cameras": True}, "camera_topics"),
-        ({"checkpoint": "m.pt", "camera_topics": ["/a", "/a"]}, "repeat"),
         ({"checkpoint": "m.pt", "vocabulary": "car"}, "list of strings"),
         ({"checkpoint": "m.pt", "device": "tpu"}, "device"),
-        ({"checkpoint": "m.pt", "publish_rgb": 1}, "bool"),
-        ({"checkpoint": "m.pt", "unknown": 1}, "unknown parameters"),
+        ({"checkpoint": "m.pt", "sparse_backend": "spconv"}, "sparse_backend"),
+        ({"checkpoint": "m.pt", "publish_rgb": True}, "unknown parameters"),  # a node setting, not the runtime's
     ]:
         with pytest.raises(ValueError, match=message):
-            SegmentParameters.from_values(values)
+            RuntimeSettings.from_values(values)
+    for values, use_cameras, message in [
+        ({}, True, "camera_topics"),
+        ({"camera_topics": ["/a", "/a"]}, False, "repeat"),
+        ({"publish_rgb": 1}, False, "bool"),
+        ({"queue_size": 0}, False, "queue_size"),
+        ({"diagnostics_period": 0.0}, False, "diagnostics_period"),
+        ({"checkpoint": "m.pt"}, False, "unknown parameters"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            NodeSettings.from_values(values, use_cameras=use_cameras)
 
 
 def test_string_lists_accept_rosy_empty_lists():
@@ -110,24 +116,26 @@ def points():
 
 
 def synthetic_factory(teacher):
-    def factory(parameters, checkpoint, device):
+    def factory(settings, checkpoint, device):
         return teacher
     return factory
 
 
 def test_runtime_labels_as_the_checkpoints_segmenter(checkpoint_path, points):
-    runtime = SegmentRuntime(SegmentParameters(checkpoint=str(checkpoint_path), device="cpu", score_threshold=0.0))
+    runtime = SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", score_threshold=0.0))
     assert runtime.class_names == ["road", "car", "vegetation"] and runtime.processor.fusion is None
     expected, _ = Segmenter.from_checkpoint(checkpoint_path)(points)
-    np.testing.assert_array_equal(runtime.processor.process(points).labels, expected)
+    result = runtime.process(points)
+    np.testing.assert_array_equal(result.labels, expected)
+    assert result.class_names == ("road", "car", "vegetation")
     runtime.close()
     assert runtime.processor is None
     with pytest.raises(CheckpointError, match="no such checkpoint"):
-        SegmentRuntime(SegmentParameters(checkpoint=str(checkpoint_path.parent / "missing.pt")))
+        SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path.parent / "missing.pt")))
 
 
 def test_runtime_parameter_changes(checkpoint_path, points):
-    runtime = SegmentRuntime(SegmentParameters(checkpoint=str(checkpoint_path), vocabulary=("car", "road")))
+    runtime = SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path), vocabulary=("car", "road")))
     assert runtime.class_names == ["car", "road"]
     runtime.apply("vocabulary", [])
     assert runtime.class_names == ["road", "car", "vegetation"]
@@ -136,19 +144,21 @@ def test_runtime_parameter_changes(checkpoint_path, points):
         runtime.apply("vocabulary", ["car", "person"])
     assert runtime.class_names == ["road", "car", "vegetation"]
     runtime.apply("score_threshold", 0.9)
-    assert (runtime.processor.process(points).labels == -1).mean() > 0.5
+    assert (runtime.process(points).labels == -1).mean() > 0.5
     with pytest.raises(ValueError, match="score_threshold"):
         runtime.apply("score_threshold", 1.5)
-    assert runtime.processor.score_threshold == 0.9
+    assert runtime.score_threshold == 0.9
     runtime.apply("calibration_bias", 0.2)
     assert runtime.processor.segmenter.calibration_bias == 0.2
+    with pytest.raises(ValueError, match="fusion_weight"):  # no fusion to change, still refused
+        runtime.apply("fusion_weight", 2.0)
     with pytest.raises(ValueError, match="cannot change at runtime"):
         runtime.apply("max_points", 10)
 
 
 def test_runtime_with_clip_embeds_new_classes_and_fuses_cameras(checkpoint_path, teacher):
-    parameters = SegmentParameters(checkpoint=str(checkpoint_path), vocabulary=("car", "person"), use_cameras=True,
-                                   camera_topics=("/cam/image_raw",), fusion_weight=0.3)
+    parameters = RuntimeSettings(checkpoint=str(checkpoint_path), vocabulary=("car", "person"), use_cameras=True,
+                                 fusion_weight=0.3)
     runtime = SegmentRuntime(parameters, teacher_factory=synthetic_factory(teacher))
     assert runtime.class_names == ["car", "person"]
     assert runtime.processor.vocabulary.seen == [True, False]

@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rosbags.typesys import Stores, get_typestore
 
+from clip_seg3d_ros.evaluation.colors import UNLABELLED_RGB, label_colors
 from clip_seg3d_ros.ros.pointcloud2 import (
     LABEL_IGNORED,
     PointCloud2Error,
     PointCloud2Types,
-    colours_for_labels,
     create_cloud,
     create_labelled_cloud,
     create_rgb_cloud,
@@ -233,10 +233,12 @@ def test_rgb_cloud_packs_colours_as_0x00rrggbb_floats():
     np.testing.assert_array_equal(read_xyz_intensity(message)[:, :3], xyz)
 
 
-def test_label_colours_use_the_palette_and_mark_ignored_points():
+def test_labelled_points_keep_their_class_colours_in_an_rgb_cloud():
     palette = np.array([[10, 20, 30], [40, 50, 60]], dtype=np.uint8)
-    colours = colours_for_labels(np.array([1, -1, 0, 3]), palette, ignored_colour=(9, 9, 9))
-    np.testing.assert_array_equal(colours, [[40, 50, 60], [9, 9, 9], [10, 20, 30], [40, 50, 60]])
+    colours = label_colors(np.array([1, -1, 0, 1]), palette)  # what the segment node publishes
+    xyz = np.arange(12, dtype=np.float64).reshape(4, 3)
+    points = read_points(round_trip(create_rgb_cloud(header(), xyz, colours, TYPES)))
+    np.testing.assert_array_equal(unpack_rgb(points["rgb"]), [[40, 50, 60], UNLABELLED_RGB, [10, 20, 30], [40, 50, 60]])
 
 
 XYZ_FIELDS = [("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1)]

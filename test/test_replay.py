@@ -2,7 +2,7 @@
 
 The scenes come from the synthetic world with a 32-beam, 512-column LiDAR (about 15k points a sweep) and a
 small camera, so that training a checkpoint and replaying stay quick on a CPU; everything else is the real
-path: rosbag2 files on disk, CDR messages, the node's SweepProcessor, the shared metrics.
+path: rosbag2 files on disk, CDR messages, the node's SegmentRuntime, the shared metrics.
 """
 
 from __future__ import annotations
@@ -26,12 +26,11 @@ from rosbags.typesys import Stores, get_typestore
 
 from clip_seg3d_ros import Checkpoint, Segmenter, Vocabulary, save_checkpoint
 from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_UNSEEN
-from clip_seg3d_ros.geometry.transforms import invert_transform
 from clip_seg3d_ros.evaluation.metrics import evaluate_labels
+from clip_seg3d_ros.geometry.transforms import invert_transform
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet, TextClassifier
-from clip_seg3d_ros.runtime.processor import SweepProcessor
-from clip_seg3d_ros.tools.replay import ReplayError, main, replay_bag
-from clip_seg3d_ros.ros.bag_reader import CLASS_NAMES_KEY, BagCameras, BagLookup
+from clip_seg3d_ros.ros.bag_reader import CLASS_NAMES_KEY, BagCameras, BagError, BagLookup
+from clip_seg3d_ros.ros.bag_writer import DEFAULT_BASE_TIME_S, write_bag
 from clip_seg3d_ros.ros.image import image_to_rgb
 from clip_seg3d_ros.ros.pointcloud2 import (
     PointCloud2Types,
@@ -41,13 +40,15 @@ from clip_seg3d_ros.ros.pointcloud2 import (
     read_xyz_intensity,
 )
 from clip_seg3d_ros.ros.tf import TransformBuffer
+from clip_seg3d_ros.runtime.runtime import SegmentRuntime
+from clip_seg3d_ros.runtime.settings import RuntimeSettings
 from clip_seg3d_ros.segmenter import point_features
 from clip_seg3d_ros.sparse import SparseTensor
 from clip_seg3d_ros.synthetic.camera import CameraConfig
 from clip_seg3d_ros.synthetic.lidar import LidarConfig
 from clip_seg3d_ros.synthetic.world import SyntheticWorld, WorldConfig
 from clip_seg3d_ros.tools import to_bag
-from clip_seg3d_ros.tools.to_bag import DEFAULT_BASE_TIME_S, write_bag
+from clip_seg3d_ros.tools.replay import main, replay_bag
 from clip_seg3d_ros.voxelize import voxelize
 
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
@@ -96,6 +97,11 @@ def checkpoint(samples, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("checkpoints") / "small.pt"
     save_checkpoint(Checkpoint(model_config=config, model_state=net.state_dict(), vocabulary=vocabulary), path)
     return path
+
+
+def node_runtime(checkpoint: Path, **settings) -> SegmentRuntime:
+    """The runtime the node builds from these settings (on the CPU)."""
+    return SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint), device="cpu", **settings))
 
 
 def read_topic(path: Path, topic: str) -> list[tuple[int, object]]:
@@ -224,8 +230,7 @@ def test_to_bag_command_writes_a_sqlite3_bag_that_replays(tmp_path, checkpoint):
     assert (out / "kitti_like.db3").is_file()
     with AnyReader([out]) as reader:
         assert {topic: info.msgcount for topic, info in reader.topics.items()} == {"/points": 1, "/points_gt": 1}
-    processor = SweepProcessor(Segmenter.from_checkpoint(checkpoint))
-    report = replay_bag(out, processor, progress=False)
+    report = replay_bag(out, node_runtime(checkpoint), progress=False)
     assert (report.sweeps, report.evaluated, dict(report.skipped)) == (1, 1, {})
     assert report.metrics["points"] > 50_000  # the full 64-beam sweep
 
@@ -242,15 +247,15 @@ def test_bag_without_message_definitions_replays_like_a_humble_recording(samples
                                metadata.read_text()))
     with pytest.raises(Exception, match="no type definitions"):  # what a plain AnyReader makes of it
         AnyReader([path]).open()
-    report = replay_bag(path, SweepProcessor(Segmenter.from_checkpoint(checkpoint)), progress=False)
+    report = replay_bag(path, node_runtime(checkpoint), progress=False)
     assert (report.sweeps, report.evaluated) == (1, 1)
 
 
-class RecordingProcessor(SweepProcessor):
-    """The real processor, also keeping the camera frames each sweep was given."""
+class RecordingRuntime(SegmentRuntime):
+    """The node's runtime, also keeping the camera frames each sweep was given."""
 
-    def __init__(self, segmenter):
-        super().__init__(segmenter)
+    def __init__(self, settings):
+        super().__init__(settings)
         self.frames = []
 
     def process(self, points, camera_frames=()):
@@ -258,11 +263,11 @@ class RecordingProcessor(SweepProcessor):
         return super().process(points, camera_frames)
 
 
-def test_use_cameras_gives_the_processor_each_sweeps_camera_frames(bag, samples, checkpoint):
-    processor = RecordingProcessor(Segmenter.from_checkpoint(checkpoint))
-    report = replay_bag(bag, processor, use_cameras=True, progress=False)
+def test_use_cameras_gives_the_runtime_each_sweeps_camera_frames(bag, samples, checkpoint):
+    runtime = RecordingRuntime(RuntimeSettings(checkpoint=str(checkpoint), device="cpu"))
+    report = replay_bag(bag, runtime, use_cameras=True, progress=False)
     assert report.sweeps == 3 and not report.camera_issues
-    for frames, sample in zip(processor.frames, samples, strict=True):
+    for frames, sample in zip(runtime.frames, samples, strict=True):
         assert [frame.camera.name for frame in frames] == ["front"]
         np.testing.assert_array_equal(frames[0].image, sample.cameras[0].image)
         np.testing.assert_allclose(frames[0].camera.lidar_to_camera, sample.cameras[0].camera.lidar_to_camera,
@@ -300,8 +305,7 @@ def test_malformed_clouds_are_skipped_and_counted_by_reason(samples, checkpoint,
     path = tmp_path / "malformed"
     _write_raw_bag(path, [(BASE_NS + i * 10**8, m) for i, m in enumerate(messages)])
 
-    processor = SweepProcessor(Segmenter.from_checkpoint(checkpoint))
-    report = replay_bag(path, processor, out=tmp_path / "labelled", progress=False)
+    report = replay_bag(path, node_runtime(checkpoint), out=tmp_path / "labelled", progress=False)
     assert report.sweeps == 2
     assert dict(report.skipped) == {
         "malformed cloud: data size": 1,
@@ -365,12 +369,32 @@ def test_clouds_without_x_are_one_clear_error(samples, tmp_path, checkpoint, cap
 
 def test_replay_refuses_an_existing_output_bag(bag, checkpoint, tmp_path):
     (tmp_path / "exists").mkdir()
-    with pytest.raises(ReplayError, match="exists already"):
-        replay_bag(bag, SweepProcessor(Segmenter.from_checkpoint(checkpoint)), out=tmp_path / "exists",
+    with pytest.raises(BagError, match="exists already"):
+        replay_bag(bag, node_runtime(checkpoint), out=tmp_path / "exists",
                    progress=False)
 
 
 def test_use_cameras_without_clip_weights_is_one_clear_error(bag, checkpoint, tmp_path, capsys):
     missing = tmp_path / "ViT-B-16.safetensors"
-    _assert_fails_in_one_line([str(bag), "--checkpoint", str(checkpoint), "--use-cameras",
-                               "--clip-weights", str(missing)], "--use-cameras:", capsys)
+    _assert_fails_in_one_line([str(bag), "--checkpoint", str(checkpoint), "--use-cameras", "--clip-model",
+                               "ViT-B-16", "--clip-weights", str(missing)], "cannot load the CLIP model", capsys)
+
+
+def test_use_cameras_with_a_clip_model_name_but_no_weights_is_one_clear_error(bag, checkpoint, capsys):
+    """Never a randomly initialised CLIP: the node refuses this, and replay builds the node's runtime."""
+    _assert_fails_in_one_line([str(bag), "--checkpoint", str(checkpoint), "--use-cameras", "--clip-model",
+                               "ViT-B-16"], "no CLIP model to load", capsys)
+
+
+def test_replay_takes_the_nodes_settings(bag, checkpoint, tmp_path):
+    """The node's parameters as options: a vocabulary subset labels only those classes; bad values are refused."""
+    metrics = tmp_path / "metrics.json"
+    assert main([str(bag), "--checkpoint", str(checkpoint), "--vocabulary", "road", "car", "--device", "cpu",
+                 "--sparse-backend", "native", "--metrics", str(metrics), "--no-progress"]) == 0
+    written = json.loads(metrics.read_text())
+    predicted = {name for name, iou in written["iou_per_class"].items() if iou is not None and iou > 0}
+    assert predicted <= {"road", "car"} and "road" in predicted
+    runtime = node_runtime(checkpoint, vocabulary=("road", "car"))
+    assert runtime.class_names == ["road", "car"]
+    with pytest.raises(ValueError, match="score_threshold"):
+        node_runtime(checkpoint, score_threshold=1.5)

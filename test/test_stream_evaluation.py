@@ -6,8 +6,8 @@ import torch
 
 from clip_seg3d_ros import Checkpoint, Vocabulary, save_checkpoint
 from clip_seg3d_ros.evaluation.metrics import evaluate_labels
-from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.evaluation.stream import StampPairing, StreamEvaluator, ground_truth_classes
+from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 
 NAMES = ["road", "car", "truck"]
 SEEN = [True, True, False]

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from clip_seg3d_ros import Vocabulary
-from clip_seg3d_ros.teacher import SyntheticTeacher, SyntheticTeacherConfig
 from clip_seg3d_ros.runtime.vocabulary_update import clean_class_names, resolve_vocabulary
+from clip_seg3d_ros.teacher import SyntheticTeacher, SyntheticTeacherConfig
 
 
 @pytest.fixture(scope="module")

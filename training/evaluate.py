@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 
 from clip_seg3d_ros.checkpoint import CheckpointError, load_checkpoint
+from clip_seg3d_ros.device import resolve_device
+from clip_seg3d_ros.evaluation.report import evaluate_segmenter, write_report
+from clip_seg3d_ros.evaluation.summary import format_metrics_table
 from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.training.config import ConfigError, config_from_dict, load_config
 from clip_seg3d_ros.training.data import build_split, class_flags
-from clip_seg3d_ros.training.distributed import resolve_device
-from clip_seg3d_ros.evaluation.report import evaluate_segmenter, format_metrics_table, write_report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -24,6 +24,18 @@ SEMANTICKITTI_CLASSES = [
 # The zero-shot split of 3DGenZ, followed by the paper.
 SEMANTICKITTI_UNSEEN = ["motorcycle", "truck", "bicyclist", "traffic-sign"]
 
+# SemanticKITTI's own colour of each class (semantic-kitti.yaml color_map, BGR there, RGB here), one row per
+# SEMANTICKITTI_CLASSES entry; read-only, so that no caller can change every later plot by accident.
+_SEMANTICKITTI_RGB = {
+    "car": (100, 150, 245), "bicycle": (100, 230, 245), "motorcycle": (30, 60, 150), "truck": (80, 30, 180),
+    "other-vehicle": (0, 0, 255), "person": (255, 30, 30), "bicyclist": (255, 40, 200),
+    "motorcyclist": (150, 30, 90), "road": (255, 0, 255), "parking": (255, 150, 255), "sidewalk": (75, 0, 75),
+    "other-ground": (175, 0, 75), "building": (255, 200, 0), "fence": (255, 120, 50), "vegetation": (0, 175, 0),
+    "trunk": (135, 60, 0), "terrain": (150, 240, 80), "pole": (255, 240, 150), "traffic-sign": (255, 0, 0),
+}
+SEMANTICKITTI_PALETTE = np.array([_SEMANTICKITTI_RGB[name] for name in SEMANTICKITTI_CLASSES], dtype=np.uint8)
+SEMANTICKITTI_PALETTE.setflags(write=False)
+
 # semantic-kitti-api config/semantic-kitti.yaml, learning_map: raw id -> 0 (unlabelled) .. 19.
 LEARNING_MAP = {
     0: 0, 1: 0, 10: 1, 11: 2, 13: 5, 15: 3, 16: 5, 18: 4, 20: 5, 30: 6, 31: 7, 32: 8, 40: 9, 44: 10, 48: 11,

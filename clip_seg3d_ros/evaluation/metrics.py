@@ -11,6 +11,9 @@ A class that appears neither in the ground truth nor in the predictions has no I
 ``iou_per_class``) and is left out of the means, as the SemanticKITTI benchmark does. Points whose ground
 truth is ignored (< 0) are not counted; a labelled point predicted as ignored (< 0) counts as a miss of its
 class.
+
+Metrics are always in the ground truth's class list. :func:`prediction_lookup` maps a segmenter's labels to
+it by class name, the one rule that training's evaluation, replay and the stream evaluator share.
 """
 
 from __future__ import annotations
@@ -98,3 +101,22 @@ def evaluate_labels(
     for predicted, target in zip(predictions, targets, strict=True):
         confusion.update(predicted, target)
     return summarize(confusion, class_names, seen), confusion
+
+
+def prediction_lookup(segmenter_names: Sequence[str], dataset_names: Sequence[str]) -> np.ndarray:
+    """Array that maps a segmenter label to a dataset label: ``lookup[label]``, -1 for no dataset class.
+
+    It has one entry more than the segmenter has classes, holding -1, so that ``lookup[-1]`` (the segmenter's
+    ignored points) is -1 too and the whole prediction array maps with one indexing operation.
+    """
+    dataset_index = {name: index for index, name in enumerate(dataset_names)}
+    common = [name for name in segmenter_names if name in dataset_index]
+    if not common:
+        raise ValueError(
+            f"the segmenter's classes {list(segmenter_names)} and the dataset's {list(dataset_names)} have no "
+            "class in common: wrong checkpoint or dataset?"
+        )
+    lookup = np.full(len(segmenter_names) + 1, -1, dtype=np.int64)
+    for index, name in enumerate(segmenter_names):
+        lookup[index] = dataset_index.get(name, -1)
+    return lookup

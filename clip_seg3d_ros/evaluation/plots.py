@@ -1,9 +1,9 @@
-"""Pictures of segmentation results: class colours, bird's-eye views, confusion matrix, per-class IoU bars.
+"""Pictures of segmentation results: bird's-eye views, confusion matrix, per-class IoU bars.
 
 Every figure is a bare matplotlib ``Figure`` saved with the Agg canvas: no pyplot, no global backend, no
-display, and nothing survives the call (pyplot would keep every figure alive until it is closed).
-:func:`class_colors` and :func:`label_colors` are plain numpy and free of ROS, so the ROS node can colour its
-output cloud exactly as these plots colour the classes.
+display, and nothing survives the call (pyplot would keep every figure alive until it is closed). The class
+colours come from :mod:`clip_seg3d_ros.evaluation.colors` (plain numpy), which the ROS node uses too, so its
+output cloud is coloured exactly as these plots colour the classes.
 """
 
 from __future__ import annotations
@@ -14,46 +14,16 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from clip_seg3d_ros.evaluation.colors import UNLABELLED_RGB, class_colors, label_colors
 from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix
-from clip_seg3d_ros.synthetic.classes import CLASS_NAMES, PALETTE
 
-UNLABELLED_RGB = np.array([153, 153, 153], dtype=np.uint8)  # ground truth -1 / prediction -1
 BACKGROUND_RGB = np.array([255, 255, 255], dtype=np.uint8)  # bird's-eye-view pixels without a point
 SEEN_COLOR = "tab:blue"
 UNSEEN_COLOR = "tab:red"
-GOLDEN_RATIO_CONJUGATE = 0.618033988749895  # hue step that keeps successive generated colours far apart
-
-
-def class_colors(class_names: Sequence[str]) -> np.ndarray:
-    """(C, 3) uint8 RGB, one colour per class.
-
-    When every name is a SemanticKITTI class (any subset, any order) the benchmark's own colours are used, so
-    pictures of any vocabulary over those classes look like the familiar ones. Any other list gets matplotlib's
-    ``tab20`` by position, then golden-ratio hues beyond 20 classes: deterministic for a given list, but a
-    class's colour depends on where it stands in the list.
-    """
-    names = list(class_names)
-    if all(name in CLASS_NAMES for name in names):
-        return PALETTE[[CLASS_NAMES.index(name) for name in names]].reshape(len(names), 3).copy()
-    tab20 = np.asarray(matplotlib.colormaps["tab20"].colors, dtype=np.float64)
-    extra = np.arange(max(len(names) - len(tab20), 0))
-    hues = (extra * GOLDEN_RATIO_CONJUGATE) % 1.0
-    generated = hsv_to_rgb(np.stack([hues, np.full_like(hues, 0.65), np.full_like(hues, 0.9)], axis=1))
-    rgb = np.concatenate([tab20, generated])[: len(names)]
-    return np.round(rgb * 255.0).astype(np.uint8)
-
-
-def label_colors(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """(..., 3) uint8: ``colors[label]`` for each label, :data:`UNLABELLED_RGB` for negative (ignored) labels."""
-    labels = np.asarray(labels)
-    if labels.size and labels.max() >= len(colors):
-        raise ValueError(f"label {labels.max()} has no colour: only {len(colors)} classes")
-    return np.where(labels[..., None] >= 0, colors[np.maximum(labels, 0)], UNLABELLED_RGB).astype(np.uint8)
 
 
 def bev_image(points: np.ndarray, rgb: np.ndarray, view_range: float = 50.0, resolution: float = 0.2) -> np.ndarray:

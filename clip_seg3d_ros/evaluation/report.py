@@ -1,13 +1,14 @@
 """Evaluate a Segmenter on labelled sweeps and write the report: metrics.json, metrics.md and pictures.
 
     result = evaluate_segmenter(segmenter, dataset_samples, seen)
-    print(format_metrics_table(result.metrics, result.seen))
+    print(format_metrics_table(result.metrics, result.seen))   # from clip_seg3d_ros.evaluation.summary
     paths = write_report(result, "runs/eval")   # metrics.json, metrics.md, confusion_matrix.png, ...
 
 Metrics are computed in the DATASET's class list (the samples' ``class_names``, which the ground truth
-indexes), not the segmenter's. The segmenter's predictions are mapped to it by class name, so a segmenter whose
-vocabulary is the same classes in another order, a subset of them, or has extra classes can be evaluated as it
-is (open-vocabulary models get their vocabulary swapped freely):
+indexes), not the segmenter's. The segmenter's predictions are mapped to it by class name
+(:func:`clip_seg3d_ros.evaluation.metrics.prediction_lookup`), so a segmenter whose vocabulary is the same
+classes in another order, a subset of them, or has extra classes can be evaluated as it is (open-vocabulary
+models get their vocabulary swapped freely):
 - a dataset class the vocabulary lacks can never be predicted (its IoU is 0 where it occurs; a warning says so);
 - a point predicted as a class the dataset lacks counts as a miss of its true class (as an ignored prediction
   does in :mod:`clip_seg3d_ros.evaluation.metrics`);
@@ -16,11 +17,9 @@ is (open-vocabulary models get their vocabulary swapped freely):
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,9 +27,10 @@ import numpy as np
 from tqdm import tqdm
 
 from clip_seg3d_ros.datasets.sample import Sample
-from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, summarize
-from clip_seg3d_ros.segmenter import Segmenter
+from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, prediction_lookup, summarize
 from clip_seg3d_ros.evaluation.plots import plot_bev_pair, plot_confusion_matrix, plot_iou_per_class
+from clip_seg3d_ros.evaluation.summary import format_metrics_table, write_metrics_json
+from clip_seg3d_ros.segmenter import Segmenter
 
 
 @dataclass
@@ -48,25 +48,6 @@ class EvaluationResult:
     seen: list[bool]
     bev_samples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
     num_samples: int = 0
-
-
-def prediction_lookup(segmenter_names: Sequence[str], dataset_names: Sequence[str]) -> np.ndarray:
-    """Array that maps a segmenter label to a dataset label: ``lookup[label]``, -1 for no dataset class.
-
-    It has one entry more than the segmenter has classes, holding -1, so that ``lookup[-1]`` (the segmenter's
-    ignored points) is -1 too and the whole prediction array maps with one indexing operation.
-    """
-    dataset_index = {name: index for index, name in enumerate(dataset_names)}
-    common = [name for name in segmenter_names if name in dataset_index]
-    if not common:
-        raise ValueError(
-            f"the segmenter's classes {list(segmenter_names)} and the dataset's {list(dataset_names)} have no "
-            "class in common: wrong checkpoint or dataset?"
-        )
-    lookup = np.full(len(segmenter_names) + 1, -1, dtype=np.int64)
-    for index, name in enumerate(segmenter_names):
-        lookup[index] = dataset_index.get(name, -1)
-    return lookup
 
 
 def evaluate_segmenter(
@@ -125,63 +106,6 @@ def evaluate_segmenter(
         bev_samples=bev_samples,
         num_samples=evaluated,
     )
-
-
-def _json_compatible(value):
-    """``value`` with every NaN float replaced by None (JSON has no NaN) and numpy scalars made plain."""
-    if isinstance(value, Mapping):
-        return {str(key): _json_compatible(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_compatible(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def write_metrics_json(metrics: Mapping, class_names: Sequence[str], seen: Sequence[bool], path: str | Path) -> Path:
-    """Write a :func:`~clip_seg3d_ros.evaluation.metrics.summarize` dictionary plus the class list and split as strict
-    JSON (NaN -> null), the one ``metrics.json`` layout that training, replay and the evaluator share."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {**metrics, "class_names": list(class_names), "seen": [bool(flag) for flag in seen]}
-    path.write_text(json.dumps(_json_compatible(document), indent=2, allow_nan=False) + "\n")
-    return path
-
-
-def _cell(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.1f}"
-
-
-def format_metrics_table(metrics: Mapping, seen: Sequence[bool]) -> str:
-    """The metrics as text that reads well on a console and is also a Markdown table (for metrics.md).
-
-    A summary line (mIoU, seen, unseen, hIoU, points), then one row per class: split and IoU in percent,
-    "absent" for a class with no IoU (in neither ground truth nor predictions).
-    """
-    per_class = metrics["iou_per_class"]
-    if len(seen) != len(per_class):
-        raise ValueError(f"{len(seen)} seen flags for {len(per_class)} classes")
-    rows = [
-        (name, "seen" if flag else "unseen", "absent" if iou is None else f"{iou:.1f}")
-        for (name, iou), flag in zip(per_class.items(), seen, strict=True)
-    ]
-    header = ("class", "split", "IoU %")
-    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(3)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(
-            cell.rjust(width) if column == 2 else cell.ljust(width)
-            for column, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ) + " |"
-
-    rule = f"| {'-' * widths[0]} | {'-' * widths[1]} | {'-' * (widths[2] - 1)}: |"
-    summary = (
-        f"mIoU {_cell(metrics['miou'])} | seen {_cell(metrics['miou_seen'])} | "
-        f"unseen {_cell(metrics['miou_unseen'])} | hIoU {_cell(metrics['hiou'])} | {metrics['points']:,} points"
-    )
-    return "\n".join([summary, "", line(header), rule, *(line(row) for row in rows)])
 
 
 def _file_stem(name: str) -> str:

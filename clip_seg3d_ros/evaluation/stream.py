@@ -7,7 +7,7 @@ either may come first. Unpaired entries wait in a bounded buffer; when it is ful
 and counted (a sweep the segmenter skipped or dropped never gets a prediction).
 
 Metrics are in the ground truth's class list; predictions are mapped to it by class name
-(:func:`clip_seg3d_ros.evaluation.report.prediction_lookup`, the rule training's evaluation uses) once the
+(:func:`clip_seg3d_ros.evaluation.metrics.prediction_lookup`, the rule training's evaluation uses) once the
 segmenter's class names are known, and taken as indices into the same list until then.
 """
 
@@ -19,8 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from clip_seg3d_ros.checkpoint import load_checkpoint
-from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, summarize
-from clip_seg3d_ros.evaluation.report import prediction_lookup
+from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, prediction_lookup, summarize
 
 
 class StampPairing:

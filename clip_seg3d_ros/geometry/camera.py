@@ -112,3 +112,16 @@ def project_to_cameras(
 ) -> list[CameraProjection]:
     """One :class:`CameraProjection` per camera (a point may be seen by several cameras)."""
     return [project_points(xyz, camera, min_depth) for camera in cameras]
+
+
+def pixel_cells(
+    rows: np.ndarray, columns: np.ndarray, image_size: tuple[int, int], grid_size: tuple[int, int]
+) -> np.ndarray:
+    """Flat index (``i * w + j``) of the feature cell that pixel (row, column) of an H x W image falls in, on an
+    h x w grid (a dense teacher's, :class:`clip_seg3d_ros.teacher.base.DenseTeacher`): cell (i, j) covers rows
+    [i H/h, (i+1) H/h) and columns [j W/w, (j+1) W/w).
+
+    ``image_size`` = (H, W), ``grid_size`` = (h, w); integer arithmetic, so it is exact for any sizes.
+    """
+    (height, width), (grid_height, grid_width) = image_size, grid_size
+    return (np.asarray(rows) * grid_height // height) * grid_width + np.asarray(columns) * grid_width // width

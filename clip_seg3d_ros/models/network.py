@@ -25,7 +25,7 @@ class ModelConfig:
     voxel_size: float = 0.05
     use_intensity: bool = True
     intensity_scale: float = 1.0
-    temperature: float = 0.07
+    temperature: float = 0.01  # of the text-embedding head: CLIP's own (its class texts are close together)
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> ModelConfig:

@@ -4,7 +4,7 @@ Listens to the segmenter's labelled clouds and to ground truth of the same sweep
 ``label`` UINT16 field, 65535 unlabelled; e.g. published by rosbag replay of a labelled data set), pairs them
 by header stamp and accumulates one confusion matrix (:class:`~clip_seg3d_ros.evaluation.stream.StreamEvaluator`).
 Every ``report_period`` seconds and at the end it prints the metrics table; at the end it writes ``output``
-(metrics.json, the layout training writes: :func:`~clip_seg3d_ros.evaluation.report.write_metrics_json`).
+(metrics.json, the layout training writes: :func:`~clip_seg3d_ros.evaluation.summary.write_metrics_json`).
 
 Topics (remap with ``--ros-args -r``): ``/clip_seg3d_node/output/points`` (predictions),
 ``/clip_seg3d_node/output/label_info`` (the segmenter's class names: predictions are mapped to the ground
@@ -35,12 +35,12 @@ except ImportError:  # vision_msgs without LabelInfo: predictions are taken as i
     LabelInfo = None
 
 from clip_seg3d_ros.checkpoint import CheckpointError
-from clip_seg3d_ros.runtime.settings import string_list
+from clip_seg3d_ros.evaluation.stream import StreamEvaluator, ground_truth_classes
+from clip_seg3d_ros.evaluation.summary import format_metrics_table, write_metrics_json
 from clip_seg3d_ros.ros.label_info import class_names_from_label_info
 from clip_seg3d_ros.ros.pointcloud2 import PointCloud2Error, read_labels
 from clip_seg3d_ros.ros.tf import stamp_to_ns
-from clip_seg3d_ros.evaluation.stream import StreamEvaluator, ground_truth_classes
-from clip_seg3d_ros.evaluation.report import format_metrics_table, write_metrics_json
+from clip_seg3d_ros.runtime.settings import string_list
 
 NODE_NAME = "clip_seg3d_evaluate"
 PREDICTIONS_TOPIC = "/clip_seg3d_node/output/points"

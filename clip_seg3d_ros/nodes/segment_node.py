@@ -60,29 +60,25 @@ except ImportError:  # vision_msgs without LabelInfo (older than 4.1): the label
     LabelInfo = VisionClass = None
 
 from clip_seg3d_ros.checkpoint import CheckpointError
+from clip_seg3d_ros.evaluation.colors import class_colors, label_colors
 from clip_seg3d_ros.nodes.latest_slot import LatestSlot
-from clip_seg3d_ros.runtime.settings import (
-    DESCRIPTIONS,
-    NODE_NAME,
-    RUNTIME_PARAMETERS,
-    SegmentParameters,
-    camera_info_topic,
-)
-from clip_seg3d_ros.runtime.processor import STAGES
+from clip_seg3d_ros.nodes.settings import DESCRIPTIONS as NODE_DESCRIPTIONS
+from clip_seg3d_ros.nodes.settings import NODE_NAME, NodeSettings, camera_info_topic
+from clip_seg3d_ros.nodes.sweep_stats import ERROR, OK, WARN, SweepStatistics
 from clip_seg3d_ros.ros.camera_frame import camera_frame_from_messages
 from clip_seg3d_ros.ros.label_info import label_info_fields
 from clip_seg3d_ros.ros.pointcloud2 import (
     PointCloud2Error,
     PointCloud2Types,
-    colours_for_labels,
     create_labelled_cloud,
     create_rgb_cloud,
     read_xyz_intensity,
 )
 from clip_seg3d_ros.ros.tf import transform_to_matrix
+from clip_seg3d_ros.runtime.processor import STAGES
 from clip_seg3d_ros.runtime.runtime import SegmentRuntime
-from clip_seg3d_ros.nodes.sweep_stats import ERROR, OK, WARN, SweepStatistics
-from clip_seg3d_ros.evaluation.plots import class_colors
+from clip_seg3d_ros.runtime.settings import DESCRIPTIONS as RUNTIME_DESCRIPTIONS
+from clip_seg3d_ros.runtime.settings import RUNTIME_PARAMETERS, RuntimeSettings
 
 LOG_THROTTLE_S = 5.0
 INPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -98,17 +94,17 @@ class SegmentationNode(Node):
 
     def __init__(self) -> None:
         super().__init__(NODE_NAME)
-        self.parameters = self._declare_parameters()
-        self.runtime = SegmentRuntime(self.parameters)  # CheckpointError / ValueError: main() reports and exits
+        runtime_settings, self.settings = self._declare_parameters()
+        self.runtime = SegmentRuntime(runtime_settings)  # CheckpointError / ValueError: main() reports and exits
         self.stats = SweepStatistics()
         self.slot: LatestSlot[tuple] = LatestSlot()
         self.cloud_types = PointCloud2Types.from_rclpy()
-        self._palette = class_colors(self.runtime.class_names)
+        self._palettes: dict[tuple[str, ...], np.ndarray] = {}
         self._camera_infos: dict[str, CameraInfo] = {}
 
         self.points_publisher = self.create_publisher(PointCloud2, "~/output/points", OUTPUT_QOS)
         self.rgb_publisher = (
-            self.create_publisher(PointCloud2, "~/output/points_rgb", OUTPUT_QOS) if self.parameters.publish_rgb
+            self.create_publisher(PointCloud2, "~/output/points_rgb", OUTPUT_QOS) if self.settings.publish_rgb
             else None
         )
         self.label_info_publisher = (
@@ -118,10 +114,10 @@ class SegmentationNode(Node):
             stage: self.create_publisher(Float32, f"~/processing_time_ms/{stage}", 10) for stage in STAGES
         }
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(self.parameters.diagnostics_period, self._publish_diagnostics)
+        self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics)
         self._publish_label_info()
 
-        if self.parameters.use_cameras:
+        if self.runtime.settings.use_cameras:
             self._subscribe_with_cameras()
         else:
             self.create_subscription(PointCloud2, "~/input/points", self._on_sweep, INPUT_QOS)
@@ -130,34 +126,40 @@ class SegmentationNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._worker = threading.Thread(target=self._work, name="clip_seg3d_worker", daemon=True)
         self._worker.start()
-        cameras = f"cameras {list(self.parameters.camera_topics)}" if self.parameters.use_cameras else "no cameras"
+        cameras = f"cameras {list(self.settings.camera_topics)}" if self.runtime.settings.use_cameras else "no cameras"
         self.get_logger().info(f"segmenting {self.runtime.class_names} on {self.runtime.device}, {cameras}")
 
     # --- set-up -----------------------------------------------------------------------------------------------
 
-    def _declare_parameters(self) -> SegmentParameters:
+    def _declare_parameters(self) -> tuple[RuntimeSettings, NodeSettings]:
         """Declare every parameter with its default and description; read and validate them once.
 
-        Dynamic typing, validated by SegmentParameters: ROS types an empty list as a byte array and would refuse
-        ``score_threshold: 1`` (an integer) for a double; the rules live in one place instead.
+        The runtime settings (shared with replay) and the node's own. Dynamic typing, validated by the settings
+        classes: ROS types an empty list as a byte array and would refuse ``score_threshold: 1`` (an integer)
+        for a double; the rules live in one place instead.
         """
-        values = {}
-        for name, default in SegmentParameters.defaults().items():
-            descriptor = ParameterDescriptor(
-                description=DESCRIPTIONS[name], dynamic_typing=True, read_only=name not in RUNTIME_PARAMETERS
-            )
-            values[name] = self.declare_parameter(name, default, descriptor).value
-        return SegmentParameters.from_values(values)
+        def declare(settings_class, descriptions: dict[str, str]) -> dict:
+            values = {}
+            for name, default in settings_class.defaults().items():
+                descriptor = ParameterDescriptor(
+                    description=descriptions[name], dynamic_typing=True, read_only=name not in RUNTIME_PARAMETERS
+                )
+                values[name] = self.declare_parameter(name, default, descriptor).value
+            return values
+
+        runtime = RuntimeSettings.from_values(declare(RuntimeSettings, RUNTIME_DESCRIPTIONS))
+        node = NodeSettings.from_values(declare(NodeSettings, NODE_DESCRIPTIONS), use_cameras=runtime.use_cameras)
+        return runtime, node
 
     def _subscribe_with_cameras(self) -> None:
         image_qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
-                               depth=self.parameters.queue_size)
+                               depth=self.settings.queue_size)
         filters = [Subscriber(self, PointCloud2, "~/input/points", qos_profile=INPUT_QOS)]
-        for topic in self.parameters.camera_topics:
+        for topic in self.settings.camera_topics:
             filters.append(Subscriber(self, Image, topic, qos_profile=image_qos))
             self.create_subscription(CameraInfo, camera_info_topic(topic), self._camera_info_keeper(topic),
                                      qos_profile_sensor_data)
-        self._synchronizer = ApproximateTimeSynchronizer(filters, self.parameters.queue_size, self.parameters.slop)
+        self._synchronizer = ApproximateTimeSynchronizer(filters, self.settings.queue_size, self.settings.slop)
         self._synchronizer.registerCallback(self._on_sweep)
         self.tf_buffer = Buffer()
         self.tf_listener = TransformListener(self.tf_buffer, self)
@@ -190,7 +192,6 @@ class SegmentationNode(Node):
             return SetParametersResult(successful=False, reason=str(error))
         names = {parameter.name for parameter in parameters}
         if names & {"vocabulary", "score_threshold"}:
-            self._palette = class_colors(self.runtime.class_names)
             self._publish_label_info()
         if "vocabulary" in names:
             self.get_logger().info(f"vocabulary is now {self.runtime.class_names}")
@@ -199,7 +200,7 @@ class SegmentationNode(Node):
     def _publish_label_info(self) -> None:
         if self.label_info_publisher is None:
             return
-        message = LabelInfo(**label_info_fields(self.runtime.class_names, self.runtime.processor.score_threshold,
+        message = LabelInfo(**label_info_fields(self.runtime.class_names, self.runtime.score_threshold,
                                                 VisionClass))
         message.header.stamp = self.get_clock().now().to_msg()
         self.label_info_publisher.publish(message)
@@ -238,10 +239,10 @@ class SegmentationNode(Node):
     def _process(self, cloud: PointCloud2, images: tuple[Image, ...]) -> None:
         points = read_xyz_intensity(cloud)
         frames = self._camera_frames(cloud, images) if images else []
-        result = self.runtime.processor.process(points, frames)
+        result = self.runtime.process(points, frames)
         self.points_publisher.publish(create_labelled_cloud(cloud, result.labels, result.scores, self.cloud_types))
         if self.rgb_publisher is not None and self.rgb_publisher.get_subscription_count() > 0:
-            colours = colours_for_labels(result.labels, self._palette)
+            colours = label_colors(result.labels, self._palette(result.class_names))
             self.rgb_publisher.publish(create_rgb_cloud(cloud.header, points[:, :3], colours, self.cloud_types,
                                                         height=int(cloud.height), width=int(cloud.width)))
         for stage, milliseconds in result.timings_ms.items():
@@ -251,7 +252,7 @@ class SegmentationNode(Node):
     def _camera_frames(self, cloud: PointCloud2, images: tuple[Image, ...]) -> list:
         """One CameraFrame per image that can be used; the others are counted and warned about (throttled)."""
         frames = []
-        for topic, image in zip(self.parameters.camera_topics, images, strict=True):
+        for topic, image in zip(self.settings.camera_topics, images, strict=True):
             info = self._camera_infos.get(topic)
             if info is None:
                 self._leave_out("missing_camera_info", f"no CameraInfo on {camera_info_topic(topic)} yet")
@@ -273,11 +274,17 @@ class SegmentationNode(Node):
         """p_camera = T @ p_lidar at the sweep's stamp (waiting up to tf_timeout), else the latest transform."""
         try:
             transform = self.tf_buffer.lookup_transform(
-                target_frame, source_frame, Time.from_msg(stamp), timeout=Duration(seconds=self.parameters.tf_timeout)
+                target_frame, source_frame, Time.from_msg(stamp), timeout=Duration(seconds=self.settings.tf_timeout)
             )
         except TransformException:
             transform = self.tf_buffer.lookup_transform(target_frame, source_frame, Time())
         return transform_to_matrix(transform.transform)
+
+    def _palette(self, class_names: tuple[str, ...]) -> np.ndarray:
+        """The class colours of the vocabulary a sweep was labelled with (it may have changed since)."""
+        if class_names not in self._palettes:
+            self._palettes[class_names] = class_colors(class_names)
+        return self._palettes[class_names]
 
     def _leave_out(self, reason: str, message: str) -> None:
         self.stats.record_camera_left_out(reason)

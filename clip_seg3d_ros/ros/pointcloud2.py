@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import array
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -297,18 +297,6 @@ def unpack_rgb(rgb: np.ndarray) -> np.ndarray:
     """The inverse of :func:`pack_rgb`: (N,) float32 -> (N, 3) uint8."""
     bits = np.ascontiguousarray(rgb, dtype=np.float32).view(np.uint32)
     return np.stack([(bits >> 16) & 0xFF, (bits >> 8) & 0xFF, bits & 0xFF], axis=1).astype(np.uint8)
-
-
-def colours_for_labels(
-    labels: np.ndarray, palette: np.ndarray, ignored_colour: Sequence[int] = (0, 0, 0)
-) -> np.ndarray:
-    """(N, 3) uint8: ``palette[label]`` (cycled when there are more classes than colours), ``ignored_colour``
-    for label -1."""
-    labels = np.asarray(labels).reshape(-1)
-    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    colours = palette[np.maximum(labels, 0) % len(palette)]
-    colours[labels < 0] = np.asarray(ignored_colour, dtype=np.uint8)
-    return colours
 
 
 def create_rgb_cloud(

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from clip_seg3d_ros.datasets.sample import CameraFrame
-from clip_seg3d_ros.geometry.camera import project_points
+from clip_seg3d_ros.geometry.camera import pixel_cells, project_points
+from clip_seg3d_ros.runtime.settings import check_unit_interval
 from clip_seg3d_ros.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # the teacher package imports open_clip, which the 3D-only path never needs
@@ -84,10 +85,7 @@ class CameraFusion:
 
     @weight.setter
     def weight(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"fusion weight must be in [0, 1], got {value}")
-        self._weight = value
+        self._weight = check_unit_interval("fusion_weight", value)
 
     def set_vocabulary(self, vocabulary: Vocabulary) -> None:
         if vocabulary.embed_dim != self.teacher.embed_dim:
@@ -134,7 +132,7 @@ class CameraFusion:
             probabilities = self.cell_probabilities(frame_features).cpu()
             height, width = frame_features.shape[1:]
             rows, columns = projection.pixel_indices()
-            cell = (rows * height // camera.height) * width + columns * width // camera.width
+            cell = pixel_cells(rows, columns, (camera.height, camera.width), (height, width))
             points = torch.from_numpy(projection.point_indices)
             total.index_add_(0, points, probabilities[torch.from_numpy(cell)])
             views.index_add_(0, points, torch.ones(len(points)))

@@ -31,10 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clip_seg3d_ros.datasets.sample import CameraFrame
+from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, CameraFrame
 from clip_seg3d_ros.runtime.fusion import CameraFusion
 from clip_seg3d_ros.runtime.point_budget import assign_to_kept_voxels, evenly_spaced
-from clip_seg3d_ros.segmenter import IGNORE_LABEL, Segmenter
+from clip_seg3d_ros.runtime.settings import check_unit_interval
+from clip_seg3d_ros.segmenter import Segmenter, validate_points, voxel_results_to_points
 from clip_seg3d_ros.vocabulary import Vocabulary
 
 STAGES = ("preprocess", "inference", "fusion", "postprocess", "total")
@@ -42,21 +43,14 @@ STAGES = ("preprocess", "inference", "fusion", "postprocess", "total")
 
 @dataclass
 class SweepResult:
-    """``labels`` (N,) int32 (-1: ignored), ``scores`` (N,) float32, ``timings_ms`` {stage: milliseconds}."""
+    """``labels`` (N,) int32 (-1: ignored) index ``class_names`` (the vocabulary this sweep was labelled with),
+    ``scores`` (N,) float32, ``timings_ms`` {stage: milliseconds}."""
 
     labels: np.ndarray
     scores: np.ndarray
     timings_ms: dict[str, float]
+    class_names: tuple[str, ...] = ()
 
-
-def validate_points(points: np.ndarray) -> np.ndarray:
-    """``points`` as an (N, >=3) float32 array; anything else is a ValueError that says what was expected."""
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] < 3:
-        raise ValueError(f"points must be an (N, >=3) array of x, y, z[, intensity], got shape {points.shape}")
-    if not np.issubdtype(points.dtype, np.number):
-        raise ValueError(f"points must be numeric, got dtype {points.dtype}")
-    return points.astype(np.float32, copy=False)
 
 
 class _StageClock:
@@ -121,9 +115,7 @@ class SweepProcessor:
 
     @score_threshold.setter
     def score_threshold(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {value}")
+        value = check_unit_interval("score_threshold", value)
         with self._lock:
             self._score_threshold = value
 
@@ -171,17 +163,19 @@ class SweepProcessor:
         if self.max_points and len(valid_rows) > self.max_points:
             kept_rows = valid_rows[evenly_spaced(len(valid_rows), self.max_points)]
         # The segmenter drops invalid points itself: pass the sweep as it is unless the budget thins it.
-        prepared = segmenter.preprocess(points if len(kept_rows) == len(valid_rows) else points[kept_rows])
-        # Row of each input point's voxel (-1: none): kept points from the voxelization, the others by lookup.
-        point_voxel = torch.full((num_points,), -1, dtype=torch.int64, device=device)
-        if prepared.voxels is not None:
-            point_voxel[torch.from_numpy(kept_rows).to(device)] = prepared.voxels.point_to_voxel
-            if len(kept_rows) < len(valid_rows):
-                dropped = np.setdiff1d(valid_rows, kept_rows, assume_unique=True)
-                xyz = torch.from_numpy(np.ascontiguousarray(points[dropped, :3])).to(device)
-                point_voxel[torch.from_numpy(dropped).to(device)] = assign_to_kept_voxels(
-                    xyz, prepared.voxels.coords, segmenter.config.voxel_size
-                )
+        if len(kept_rows) == len(valid_rows):
+            prepared = segmenter.preprocess(points)
+            point_voxel = prepared.point_voxel
+        else:
+            prepared = segmenter.preprocess(points[kept_rows])
+            # Row of each input point's voxel (-1: none): kept points from the voxelization, the others by lookup.
+            point_voxel = torch.full((num_points,), -1, dtype=torch.int64, device=device)
+            point_voxel[torch.from_numpy(kept_rows).to(device)] = prepared.point_voxel
+            dropped = np.setdiff1d(valid_rows, kept_rows, assume_unique=True)
+            xyz = torch.from_numpy(np.ascontiguousarray(points[dropped, :3])).to(device)
+            point_voxel[torch.from_numpy(dropped).to(device)] = assign_to_kept_voxels(
+                xyz, prepared.voxels.coords, segmenter.config.voxel_size
+            )
         clock.mark("preprocess")
 
         probabilities = torch.softmax(segmenter.infer_logits(prepared), dim=1)
@@ -191,11 +185,7 @@ class SweepProcessor:
         fused_rows, fused = self._fuse(points, camera_frames, point_voxel, probabilities)
         clock.mark("fusion")
 
-        labels = torch.full((num_points,), IGNORE_LABEL, dtype=torch.int64, device=device)
-        scores = torch.zeros(num_points, dtype=torch.float32, device=device)
-        has_voxel = point_voxel >= 0
-        labels[has_voxel] = voxel_labels[point_voxel[has_voxel]]
-        scores[has_voxel] = voxel_scores[point_voxel[has_voxel]]
+        labels, scores = voxel_results_to_points(point_voxel, voxel_labels, voxel_scores)
         if fused is not None:
             fused_scores, fused_labels = fused.max(dim=1)
             labels[fused_rows] = fused_labels
@@ -203,9 +193,10 @@ class SweepProcessor:
         labels_np = labels.cpu().numpy().astype(np.int32)
         scores_np = scores.cpu().numpy()
         if self.score_threshold > 0:
-            labels_np[scores_np < self.score_threshold] = IGNORE_LABEL
+            labels_np[scores_np < self.score_threshold] = IGNORE_INDEX
         clock.mark("postprocess")
-        return SweepResult(labels=labels_np, scores=scores_np, timings_ms=clock.finish())
+        return SweepResult(labels=labels_np, scores=scores_np, timings_ms=clock.finish(),
+                           class_names=tuple(segmenter.class_names))
 
     def _fuse(
         self,

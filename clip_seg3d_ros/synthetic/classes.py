@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_CLASSES
+from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_CLASSES, SEMANTICKITTI_PALETTE
 
 CLASS_NAMES: tuple[str, ...] = tuple(SEMANTICKITTI_CLASSES)
 
@@ -27,14 +27,8 @@ def _table(rows: dict[str, tuple[float, ...]], dtype: type) -> np.ndarray:
     return table
 
 
-# SemanticKITTI's own colours (semantic-kitti.yaml color_map, BGR there, RGB here), for plots.
-PALETTE = _table({
-    "car": (100, 150, 245), "bicycle": (100, 230, 245), "motorcycle": (30, 60, 150), "truck": (80, 30, 180),
-    "other-vehicle": (0, 0, 255), "person": (255, 30, 30), "bicyclist": (255, 40, 200),
-    "motorcyclist": (150, 30, 90), "road": (255, 0, 255), "parking": (255, 150, 255), "sidewalk": (75, 0, 75),
-    "other-ground": (175, 0, 75), "building": (255, 200, 0), "fence": (255, 120, 50), "vegetation": (0, 175, 0),
-    "trunk": (135, 60, 0), "terrain": (150, 240, 80), "pole": (255, 240, 150), "traffic-sign": (255, 0, 0),
-}, np.uint8)
+# SemanticKITTI's own colours, one row per class (the synthetic classes are SemanticKITTI's), for plots.
+PALETTE = SEMANTICKITTI_PALETTE
 
 # Base colour of each class in the rendered camera images (before per-instance tint, texture and shading).
 SURFACE_RGB = _table({

@@ -17,7 +17,8 @@ class DenseTeacher(Protocol):
     - ``encode_text(names)``: (C, D) float32 unit rows, one per class name;
     - ``encode_frames(frames)``: one (D, h, w) float32 tensor per camera frame (image sizes may differ),
       unit-norm along D, on the teacher's patch grid (cell (i, j) covers rows [i H/h, (i+1) H/h) and columns
-      [j W/w, (j+1) W/w) of its image). CLIP reads ``frame.image``; the simulation reads ``frame.label_image``.
+      [j W/w, (j+1) W/w) of its image: :func:`clip_seg3d_ros.geometry.camera.pixel_cells`). CLIP reads
+      ``frame.image``; the simulation reads ``frame.label_image``.
     """
 
     embed_dim: int
@@ -25,3 +26,4 @@ class DenseTeacher(Protocol):
     def encode_text(self, class_names: Sequence[str]) -> torch.Tensor: ...
 
     def encode_frames(self, frames: Sequence[CameraFrame]) -> list[torch.Tensor]: ...
+

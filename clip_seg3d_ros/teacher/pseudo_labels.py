@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from clip_seg3d_ros.datasets.sample import IGNORE_INDEX
-from clip_seg3d_ros.geometry.camera import CameraProjection
+from clip_seg3d_ros.geometry.camera import CameraProjection, pixel_cells
 
 
 @dataclass(frozen=True)
 class PseudoLabelSettings:
-    """Settings of :func:`dense_pseudo_labels`; pass them on with ``**dataclasses.asdict(settings)``.
+    """Settings of :func:`dense_pseudo_labels` (a training config's ``teacher.pseudo_labels``); pass them on with
+    ``**dataclasses.asdict(settings)``.
 
     temperature 0.01 is CLIP's own logit scale (100) and MaskCLIP's; the two thresholds are our defaults,
     not values from the paper (which does not publish them).
@@ -108,14 +109,14 @@ def pseudo_labels_to_points(
         inside = (rows >= 0) & (rows < image_height) & (columns >= 0) & (columns < image_width)
         if not inside.all():
             raise ValueError(f"camera {projection.camera}: pixels outside its {image_height}x{image_width} image")
-        cell_rows, cell_columns = rows * map_height // image_height, columns * map_width // image_width
-        labels = label_map[cell_rows, cell_columns]
+        cells = pixel_cells(rows, columns, (image_height, image_width), (map_height, map_width))
+        labels = label_map.reshape(-1)[cells]
         labelled = labels != IGNORE_INDEX
         points, labels = projection.point_indices[labelled], labels[labelled]
         if confidences is None:
             better = point_labels[points] == IGNORE_INDEX  # the first labelling camera wins
         else:
-            score = np.asarray(confidences[camera])[cell_rows, cell_columns][labelled]
+            score = np.asarray(confidences[camera]).reshape(-1)[cells][labelled]
             better = score > best_confidence[points]
             best_confidence[points[better]] = score[better]
         point_labels[points[better]] = labels[better]

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, CameraFrame
+from clip_seg3d_ros.geometry.camera import pixel_cells
 from clip_seg3d_ros.synthetic.classes import CLASS_NAMES
 
 DEFAULT_CONFUSIONS: tuple[tuple[str, str, float], ...] = (
@@ -75,6 +76,12 @@ class SyntheticTeacherConfig:
     blur_sigma: float = 0.5
     noise_std: float = 2.0
     class_names: tuple[str, ...] = CLASS_NAMES
+
+    def __post_init__(self) -> None:
+        # A config read back from YAML (a training config, a checkpoint) has lists where these have tuples:
+        # tuples again, so that it equals the config it was saved from.
+        object.__setattr__(self, "confusions", tuple(tuple(confusion) for confusion in self.confusions))
+        object.__setattr__(self, "class_names", tuple(self.class_names))
 
 
 class SyntheticTeacher:
@@ -179,7 +186,7 @@ class SyntheticTeacher:
 
         # Share of each class (column 0: background) in each cell; cell (i, j) holds rows [i H/h, (i+1) H/h).
         h, w = self.patch_grid(height, width)
-        cell = ((np.arange(height) * h) // height)[:, None] * w + ((np.arange(width) * w) // width)[None, :]
+        cell = pixel_cells(np.arange(height)[:, None], np.arange(width)[None, :], (height, width), (h, w))
         counts = np.bincount((cell * (classes + 1) + labels + 1).ravel(), minlength=h * w * (classes + 1))
         weights = counts.reshape(h * w, classes + 1).astype(np.float64)
         weights /= weights.sum(axis=1, keepdims=True)

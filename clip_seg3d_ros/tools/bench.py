@@ -1,11 +1,12 @@
-"""Per-stage latency of the Segmenter on one sweep; prints one JSON object.
+"""Per-stage latency of the node's processing path on one sweep; prints one JSON object.
 
     python -m clip_seg3d_ros.tools.bench                      # a generated 120,000-point, 64-beam sweep
     python -m clip_seg3d_ros.tools.bench --points 000000.bin  # a KITTI .bin scan (float32 x, y, z, intensity)
     python -m clip_seg3d_ros.tools.bench --checkpoint model.pt --device cuda
 
-Stages: voxelize (validation, NaN filtering, voxelization), network (MinkUNet, projection, classifier,
-softmax), devoxelize (per-point labels and scores back on the host), total (the three, timed together).
+Stages are the node's own, timed by the same code (:class:`clip_seg3d_ros.runtime.processor.SweepProcessor`):
+preprocess (validation, NaN filtering, voxelization), inference (MinkUNet, projection, classifier, softmax),
+fusion (0 here: no cameras), postprocess (per-point labels and scores back on the host), total.
 Without a checkpoint the network of ``--preset`` is randomly initialised: latency does not depend on the
 weights. This is a benchmark, not a test: figures depend on the machine, which the output names.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,9 @@ import torch
 
 from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_CLASSES
+from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.models import MINKUNET_PRESETS, ModelConfig, PointSegmentationNet
+from clip_seg3d_ros.runtime.processor import STAGES, SweepProcessor
 from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.vocabulary import Vocabulary
 
@@ -72,26 +74,14 @@ def device_description(device: torch.device) -> str:
     return f"cpu: {model}, {torch.get_num_threads()} threads"
 
 
-def time_stages(segmenter: Segmenter, points: np.ndarray, warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Milliseconds of each stage for each of ``repeats`` runs after ``warmup`` untimed runs."""
-    synchronize = torch.cuda.synchronize if segmenter.device.type == "cuda" else (lambda: None)
-    times: dict[str, list[float]] = {"voxelize": [], "network": [], "devoxelize": [], "total": []}
+def time_stages(processor: SweepProcessor, points: np.ndarray, warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Milliseconds of each stage for each of ``repeats`` sweeps after ``warmup`` untimed ones."""
+    times: dict[str, list[float]] = {stage: [] for stage in STAGES}
     for run in range(warmup + repeats):
-        synchronize()
-        start = time.perf_counter()
-        prepared = segmenter.preprocess(points)
-        synchronize()
-        voxelized = time.perf_counter()
-        voxel_labels, voxel_scores = segmenter.infer(prepared)
-        synchronize()
-        inferred = time.perf_counter()
-        segmenter.postprocess(prepared, voxel_labels, voxel_scores)
-        done = time.perf_counter()
+        timings = processor.process(points).timings_ms
         if run >= warmup:
-            times["voxelize"].append(1000 * (voxelized - start))
-            times["network"].append(1000 * (inferred - voxelized))
-            times["devoxelize"].append(1000 * (done - inferred))
-            times["total"].append(1000 * (done - start))
+            for stage in STAGES:
+                times[stage].append(timings[stage])
     return times
 
 
@@ -121,10 +111,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     points = read_scan(args.points) if args.points else generated_sweep(args.num_points)
     segmenter, preset = build_segmenter(args, device)
-    times = time_stages(segmenter, points, args.warmup, args.repeats)
+    times = time_stages(SweepProcessor(segmenter), points, args.warmup, args.repeats)
     result = {
         "device": device_description(device),
         "torch": torch.__version__,

@@ -2,25 +2,31 @@
 
     python -m clip_seg3d_ros.tools.replay BAG --checkpoint model.pt --out labelled_bag --metrics metrics.json
 
-Every message on the points topic is decoded (:mod:`clip_seg3d_ros.ros.pointcloud2`), labelled by
-:meth:`clip_seg3d_ros.runtime.processor.SweepProcessor.process` (what the node runs on every sweep) and, with
+Every message on the points topic is decoded (:mod:`clip_seg3d_ros.ros.pointcloud2`), labelled by the
+node's own runtime (:class:`clip_seg3d_ros.runtime.runtime.SegmentRuntime`, built from the node's settings:
+every segmentation option below is the node parameter of the same name, with the same default) and, with
 ``--out``, written to a new bag on ``/points_labelled`` (input fields + ``label`` + ``score``, the input's
-header, logged at the input's time). Nothing else is copied.
+header, logged at the input's time; :class:`clip_seg3d_ros.ros.bag_writer.LabelledBagWriter`). Nothing else is
+copied.
 
 Ground truth: the message on ``--gt-topic`` with the same header stamp, its ``label`` field (65535 = none).
-The metrics are those of training's evaluation (:mod:`clip_seg3d_ros.evaluation.metrics`, same ``metrics.json`` keys),
-over the ground truth's classes: the class names stored by ``clip_seg3d_ros.tools.to_bag`` in the bag's
-metadata, or, for a bag without them (recorded by ROS), the checkpoint's vocabulary. Predictions map to those
+The metrics are those of training's evaluation (:mod:`clip_seg3d_ros.evaluation.metrics`, same
+``metrics.json`` keys), over the ground truth's classes: the class names stored by
+:mod:`clip_seg3d_ros.tools.to_bag` in the bag's metadata, or, for a bag without them (recorded by ROS), the
+checkpoint's vocabulary. Predictions map to those
 classes by name. A class's seen/unseen flag is the vocabulary's (classes it lacks count as unseen).
 
 With ``--use-cameras`` each sweep also gets the camera frames nearest its stamp (images, camera_info and the
 LiDAR -> camera transform from /tf_static and /tf) and camera fusion with a CLIP teacher
-(``--clip-weights``; see :mod:`clip_seg3d_ros.runtime.fusion`).
+(:mod:`clip_seg3d_ros.runtime.fusion`). CLIP is loaded as the node loads it: only from named weights found
+offline (``--clip-weights`` or the checkpoint's tag), never randomly initialised, never downloaded; otherwise
+one clear error.
 
 A malformed cloud (bad CDR, bad layout) is logged, counted by reason and skipped; the replay goes on.
 Problems with the bag itself are one exception with a one-line message: ``BagError`` (missing, truncated,
 corrupt; :mod:`clip_seg3d_ros.ros.bag_reader`) or its subclass :class:`ReplayError` (no points topic, no
-usable cloud at all, an output bag that exists); the command prints it and exits with status 1, no traceback.
+usable cloud at all, an output bag that exists); so are an unusable checkpoint or setting (CheckpointError,
+ValueError). The command prints it and exits with status 1, no traceback.
 """
 
 from __future__ import annotations
@@ -35,13 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rosbags.rosbag2 import Writer, WriterError
-from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
-from clip_seg3d_ros.checkpoint import CheckpointError, load_model
-from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, summarize
-from clip_seg3d_ros.runtime.processor import STAGES, SweepProcessor
+from clip_seg3d_ros.checkpoint import CheckpointError
+from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, prediction_lookup, summarize
+from clip_seg3d_ros.evaluation.summary import format_metrics_table, write_metrics_json
 from clip_seg3d_ros.ros.bag_reader import (
     BagCameras,
     BagError,
@@ -52,23 +56,20 @@ from clip_seg3d_ros.ros.bag_reader import (
     open_bag,
     read_messages,
 )
+from clip_seg3d_ros.ros.bag_writer import CLOUD_TYPE, STORAGES, LabelledBagWriter
 from clip_seg3d_ros.ros.pointcloud2 import (
     PointCloud2Error,
-    PointCloud2Types,
-    create_labelled_cloud,
     read_labels,
     read_points,
     xyz_intensity,
 )
 from clip_seg3d_ros.ros.tf import stamp_to_ns
-from clip_seg3d_ros.segmenter import Segmenter
-from clip_seg3d_ros.tools.to_bag import BAG_VERSION, STORAGES
-from clip_seg3d_ros.evaluation.report import format_metrics_table, prediction_lookup, write_metrics_json
+from clip_seg3d_ros.runtime.processor import STAGES
+from clip_seg3d_ros.runtime.runtime import SegmentRuntime
+from clip_seg3d_ros.runtime.settings import DESCRIPTIONS, SPARSE_BACKENDS, RuntimeSettings
 
 log = logging.getLogger(__name__)
 
-CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
-LABELLED_TOPIC = "/points_labelled"
 PERCENTILES = (50, 95, 99)
 DETAILED_WARNINGS = 5  # log each skip reason in full this many times, then only count it
 
@@ -129,42 +130,9 @@ class _SkipLog:
             log.warning("sweep at %d ns skipped, %s: %s", log_time, reason, detail)
 
 
-class LabelledBagWriter:
-    """The output bag: one ``/points_labelled`` cloud per labelled sweep, logged at its input's bag time."""
-
-    def __init__(self, path: str | Path, storage: str) -> None:
-        if storage not in STORAGES:
-            raise ReplayError(f"output storage must be one of {sorted(STORAGES)}, got {storage!r}")
-        self.typestore = get_typestore(Stores.ROS2_HUMBLE)
-        self.cloud_types = PointCloud2Types.from_rosbags(self.typestore)
-        try:
-            self.writer = Writer(path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
-            self.writer.open()
-        except WriterError as error:
-            raise ReplayError(f"cannot write the labelled bag: {one_line(error)}") from error
-        self.connection = self.writer.add_connection(LABELLED_TOPIC, CLOUD_TYPE, typestore=self.typestore)
-
-    def write(self, message, labels: np.ndarray, scores: np.ndarray, log_time: int) -> None:
-        labelled = create_labelled_cloud(message, labels, scores, self.cloud_types)
-        labelled.header = self._header(message.header)
-        self.writer.write(self.connection, log_time, self.typestore.serialize_cdr(labelled, CLOUD_TYPE))
-
-    def _header(self, header):
-        """A copy of the input's header in the output bag's own message types (the reader's are other classes)."""
-        types = self.typestore.types
-        stamp = types["builtin_interfaces/msg/Time"](sec=int(header.stamp.sec), nanosec=int(header.stamp.nanosec))
-        return types["std_msgs/msg/Header"](stamp=stamp, frame_id=str(header.frame_id))
-
-    def close(self) -> None:
-        self.writer.close()
-
-    def abort(self) -> None:
-        self.writer.abort()
-
-
 def replay_bag(
     bag: str | Path,
-    processor: SweepProcessor,
+    runtime: SegmentRuntime,
     *,
     out: str | Path | None = None,
     points_topic: str = "/points",
@@ -174,7 +142,7 @@ def replay_bag(
     out_storage: str = "mcap",
     progress: bool = True,
 ) -> ReplayReport:
-    """Label every cloud of ``points_topic`` in ``bag`` with ``processor``; see the module docstring."""
+    """Label every cloud of ``points_topic`` in ``bag`` with ``runtime`` (the node's); see the module docstring."""
     bag = Path(bag)
     reader, lookup_reader = open_bag(bag), None
     writer = None
@@ -187,12 +155,12 @@ def replay_bag(
             if topic in topics and topics[topic].msgtype != CLOUD_TYPE:
                 raise ReplayError(f"{bag}: {topic} holds {topics[topic].msgtype}, not {CLOUD_TYPE}")
         lookup = BagLookup(lookup_reader)
-        class_names = bag_class_names(bag) or processor.class_names
+        class_names = bag_class_names(bag) or runtime.class_names
         try:
-            to_dataset = prediction_lookup(processor.class_names, class_names)
+            to_dataset = prediction_lookup(runtime.class_names, class_names)
         except ValueError as error:
             raise ReplayError(f"{bag}: {one_line(error)}") from error
-        vocabulary = processor.vocabulary
+        vocabulary = runtime.vocabulary
         seen = [vocabulary.seen[vocabulary.names.index(name)] if name in vocabulary.names else False
                 for name in class_names]
         report = ReplayReport(bag=str(bag), class_names=list(class_names), seen=seen)
@@ -222,7 +190,7 @@ def replay_bag(
             stamp_ns = stamp_to_ns(message.header.stamp)
             frames = cameras.frames(str(message.header.frame_id), stamp_ns, report.camera_issues) if cameras else ()
             try:
-                result = processor.process(xyzi, frames)
+                result = runtime.process(xyzi, frames)
             except ValueError as error:
                 skip("processing failed", str(error), log_time)
                 continue
@@ -280,24 +248,14 @@ def _ground_truth(
     return labels
 
 
-def build_processor(args: argparse.Namespace) -> SweepProcessor:
-    """The processor the node would build from these settings (checkpoint, device, fusion)."""
-    checkpoint, model = load_model(args.checkpoint)
-    segmenter = Segmenter(model, checkpoint.vocabulary, device=args.device, calibration_bias=args.calibration_bias)
-    fusion = None
-    if args.use_cameras:
-        from clip_seg3d_ros.runtime.fusion import CameraFusion
-        from clip_seg3d_ros.teacher.open_clip_teacher import OpenClipTeacher, TeacherWeightsError
-
-        model_name, _, tag = (args.clip_model or checkpoint.clip_model or "ViT-B-16/openai").partition("/")
-        try:
-            # OpenAI's weights from a local file need QuickGELU; for a registry tag open_clip knows it itself.
-            teacher = OpenClipTeacher(model_name, pretrained=args.clip_weights or tag or None, device=args.device,
-                                      quick_gelu=True if tag == "openai" and args.clip_weights else None)
-            fusion = CameraFusion(teacher, checkpoint.vocabulary, weight=args.fusion_weight)
-        except (TeacherWeightsError, ValueError) as error:
-            raise ReplayError(f"--use-cameras: {one_line(error)}") from error
-    return SweepProcessor(segmenter, score_threshold=args.score_threshold, max_points=args.max_points, fusion=fusion)
+def runtime_settings(args: argparse.Namespace) -> RuntimeSettings:
+    """The node's settings from replay's options (the same names, with - for _)."""
+    return RuntimeSettings(
+        checkpoint=str(args.checkpoint), device=args.device, sparse_backend=args.sparse_backend,
+        vocabulary=tuple(args.vocabulary), score_threshold=args.score_threshold, max_points=args.max_points,
+        calibration_bias=args.calibration_bias, use_cameras=args.use_cameras, fusion_weight=args.fusion_weight,
+        clip_model=args.clip_model, clip_weights=args.clip_weights, clip_quick_gelu=args.clip_quick_gelu,
+    )
 
 
 def format_latency(latency: dict[str, dict[str, float]]) -> str:
@@ -310,22 +268,30 @@ def format_latency(latency: dict[str, dict[str, float]]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bag", type=Path, help="rosbag2 folder (or a single .mcap / .db3 file)")
-    parser.add_argument("--checkpoint", required=True, type=Path)
     parser.add_argument("--out", type=Path, help="write the labelled clouds to this new bag")
     parser.add_argument("--out-storage", default="mcap", choices=sorted(STORAGES))
     parser.add_argument("--points-topic", default="/points")
     parser.add_argument("--gt-topic", default="/points_gt", help="ground-truth clouds with a `label` field")
     parser.add_argument("--metrics", type=Path, help="write the metrics and latency as JSON here")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--calibration-bias", type=float, default=0.0, help="lowers the seen classes' logits")
-    parser.add_argument("--score-threshold", type=float, default=0.0, help="label -1 below this probability")
-    parser.add_argument("--max-points", type=int, default=0, help="point budget per sweep (0: none)")
-    parser.add_argument("--use-cameras", action="store_true", help="fuse CLIP's 2D predictions where cameras see")
-    parser.add_argument("--clip-model", help="open_clip model[/tag] for fusion (default: the checkpoint's)")
-    parser.add_argument("--clip-weights", help="local CLIP weights file for fusion")
-    parser.add_argument("--fusion-weight", type=float, default=0.5, help="share of the 2D probabilities")
     parser.add_argument("--camera-max-offset", type=float, default=0.1, help="seconds between sweep and image")
     parser.add_argument("--no-progress", action="store_true")
+    # The node's parameters (clip_seg3d_ros.runtime.settings), with the node's defaults.
+    defaults = RuntimeSettings()
+    node = parser.add_argument_group("segmentation (the node's parameters of the same names)")
+    node.add_argument("--checkpoint", required=True, type=Path, help=DESCRIPTIONS["checkpoint"])
+    node.add_argument("--device", default=defaults.device, help=DESCRIPTIONS["device"])
+    node.add_argument("--sparse-backend", default=defaults.sparse_backend, choices=SPARSE_BACKENDS)
+    node.add_argument("--vocabulary", nargs="*", default=[], metavar="CLASS", help=DESCRIPTIONS["vocabulary"])
+    node.add_argument("--score-threshold", type=float, default=defaults.score_threshold,
+                      help=DESCRIPTIONS["score_threshold"])
+    node.add_argument("--max-points", type=int, default=defaults.max_points, help=DESCRIPTIONS["max_points"])
+    node.add_argument("--calibration-bias", type=float, default=defaults.calibration_bias,
+                      help=DESCRIPTIONS["calibration_bias"])
+    node.add_argument("--use-cameras", action="store_true", help=DESCRIPTIONS["use_cameras"])
+    node.add_argument("--fusion-weight", type=float, default=defaults.fusion_weight, help=DESCRIPTIONS["fusion_weight"])
+    node.add_argument("--clip-model", default=defaults.clip_model, help=DESCRIPTIONS["clip_model"])
+    node.add_argument("--clip-weights", default=defaults.clip_weights, help=DESCRIPTIONS["clip_weights"])
+    node.add_argument("--clip-quick-gelu", action="store_true", help=DESCRIPTIONS["clip_quick_gelu"])
     return parser
 
 
@@ -333,13 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        processor = build_processor(args)
+        runtime = SegmentRuntime(runtime_settings(args))
         report = replay_bag(
-            args.bag, processor, out=args.out, points_topic=args.points_topic, gt_topic=args.gt_topic,
+            args.bag, runtime, out=args.out, points_topic=args.points_topic, gt_topic=args.gt_topic,
             use_cameras=args.use_cameras, camera_max_offset_s=args.camera_max_offset,
             out_storage=args.out_storage, progress=not args.no_progress,
         )
-    except (BagError, CheckpointError) as error:  # ReplayError is a BagError
+    except (BagError, CheckpointError, ValueError) as error:  # ReplayError is a BagError
         print(f"replay: {one_line(error)}", file=sys.stderr)
         return 1
     print(f"{report.sweeps} sweeps labelled, {report.evaluated} evaluated, {sum(report.skipped.values())} skipped")

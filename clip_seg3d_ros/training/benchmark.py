@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, summarize
 from clip_seg3d_ros.training.config import TrainConfig, load_config
 from clip_seg3d_ros.training.data import class_flags
-from clip_seg3d_ros.training.distributed import resolve_device
 from clip_seg3d_ros.training.trainer import RunData, prepare_data, train
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {

@@ -7,6 +7,7 @@ names the key. The resolved config is saved with each run (``config.yaml``) and 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +16,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_UNSEEN
+from clip_seg3d_ros.models.network import ModelConfig
+from clip_seg3d_ros.teacher.pseudo_labels import PseudoLabelSettings
+from clip_seg3d_ros.teacher.synthetic import SyntheticTeacherConfig
 
 SETTINGS = ("zero_shot", "annotation_free")
 DATASETS = ("synthetic", "semantickitti", "nuscenes", "folder")
@@ -27,13 +31,14 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelSettings:
-    """The 3D network (see :class:`clip_seg3d_ros.models.ModelConfig`); its embedding size is the teacher's."""
+    """What a config chooses of the 3D network's :class:`~clip_seg3d_ros.models.ModelConfig`, with ModelConfig's
+    defaults; the rest follows from the preset (widths, depths) and the teacher (the embedding size)."""
 
-    preset: str = "small"
-    voxel_size: float = 0.05
-    use_intensity: bool = True
-    intensity_scale: float = 1.0  # 1 for SemanticKITTI's [0, 1] remission, 255 for nuScenes
-    temperature: float = 0.01  # of the text-embedding head: CLIP's own (its class texts are close together)
+    preset: str = ModelConfig.preset
+    voxel_size: float = ModelConfig.voxel_size
+    use_intensity: bool = ModelConfig.use_intensity
+    intensity_scale: float = ModelConfig.intensity_scale  # 1 for SemanticKITTI's [0, 1] remission, 255 for nuScenes
+    temperature: float = ModelConfig.temperature
 
 
 @dataclass
@@ -68,8 +73,10 @@ class DataSettings:
 class TeacherSettings:
     """The 2D teacher and its pseudo labels (see :mod:`clip_seg3d_ros.teacher`).
 
-    ``synthetic`` simulates CLIP on the synthetic world only; ``open_clip`` is CLIP itself, with weights
-    ``pretrained`` (an open_clip tag already in the Hugging Face cache, or a local file).
+    ``kind``: ``open_clip`` is CLIP itself (``model_name``, ..., ``cache_dir``), with weights ``pretrained`` (an
+    open_clip tag already in the Hugging Face cache, or a local file); ``synthetic`` simulates CLIP on the
+    synthetic world only, with the knobs in ``synthetic``. ``pseudo_labels``: how dense features become 2D
+    pseudo labels, for either kind.
     """
 
     kind: str = "synthetic"
@@ -78,12 +85,8 @@ class TeacherSettings:
     quick_gelu: bool | None = None
     resolution: int | None = None
     cache_dir: str = ""  # fp16 cache of text embeddings and dense features; empty: none
-    synthetic_patch_size: int = 8  # see SyntheticTeacherConfig: ~1.1 degrees per cell, as ViT-B/16 on KITTI
-    synthetic_noise_std: float = 2.0
-    synthetic_blur_sigma: float = 0.5
-    temperature: float = 0.01
-    prompt_score_threshold: float = 0.5
-    confidence_threshold: float = 0.5
+    pseudo_labels: PseudoLabelSettings = field(default_factory=PseudoLabelSettings)
+    synthetic: SyntheticTeacherConfig = field(default_factory=SyntheticTeacherConfig)
 
 
 @dataclass
@@ -159,9 +162,8 @@ class TrainConfig:
         return self.schedule.epochs + self.schedule.self_training_rounds * self.schedule.self_training_epochs
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["augment"]["scale"] = list(self.augment.scale)
-        return data
+        """Plain dicts, lists and scalars (no tuples): what config.yaml and the checkpoints hold."""
+        return json.loads(json.dumps(asdict(self)))
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -204,10 +206,27 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     return validate(config)
 
 
+# Keys that moved, for configs saved before (checkpoints, run folders): old dotted key -> new one.
+MOVED_KEYS = {
+    "teacher.synthetic_patch_size": "teacher.synthetic.patch_size",
+    "teacher.synthetic_noise_std": "teacher.synthetic.noise_std",
+    "teacher.synthetic_blur_sigma": "teacher.synthetic.blur_sigma",
+    "teacher.temperature": "teacher.pseudo_labels.temperature",
+    "teacher.prompt_score_threshold": "teacher.pseudo_labels.prompt_score_threshold",
+    "teacher.confidence_threshold": "teacher.pseudo_labels.confidence_threshold",
+}
+
+
 def config_from_dict(data: dict, overrides: list[str] | None = None) -> TrainConfig:
     """The config saved in a checkpoint or run folder, back as a TrainConfig (plus "key=value" overrides)."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(data))
+        saved = OmegaConf.create(data)
+        for old, new in MOVED_KEYS.items():
+            if OmegaConf.select(saved, old) is not None:
+                OmegaConf.update(saved, new, OmegaConf.select(saved, old))
+                section, key = old.rsplit(".", 1)
+                del saved[section][key]
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
         if overrides:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         config = OmegaConf.to_object(merged)

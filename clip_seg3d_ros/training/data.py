@@ -8,16 +8,17 @@ when the data set is small enough (the synthetic world).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, Sample
-from clip_seg3d_ros.geometry.camera import project_points
-from clip_seg3d_ros.teacher import DenseTeacher, OpenClipTeacher, SyntheticTeacher, SyntheticTeacherConfig
+from clip_seg3d_ros.geometry.camera import pixel_cells, project_points
+from clip_seg3d_ros.teacher import DenseTeacher, OpenClipTeacher, SyntheticTeacher
 from clip_seg3d_ros.teacher.pseudo_labels import dense_pseudo_labels
 from clip_seg3d_ros.training.config import AugmentSettings, DataSettings, TeacherSettings, TrainConfig
+from clip_seg3d_ros.vocabulary import Vocabulary
 
 
 @dataclass
@@ -131,9 +132,7 @@ class ConcatSamples:
 
 def build_teacher(settings: TeacherSettings, device: str | torch.device = "cpu") -> DenseTeacher:
     if settings.kind == "synthetic":
-        return SyntheticTeacher(SyntheticTeacherConfig(patch_size=settings.synthetic_patch_size,
-                                                       noise_std=settings.synthetic_noise_std,
-                                                       blur_sigma=settings.synthetic_blur_sigma))
+        return SyntheticTeacher(settings.synthetic)
     return OpenClipTeacher(settings.model_name, settings.pretrained, device=device, resolution=settings.resolution,
                            cache_dir=settings.cache_dir or None, quick_gelu=settings.quick_gelu)
 
@@ -185,15 +184,12 @@ class SamplePreparer:
         offset = 0
         features = self.teacher.encode_frames(sample.cameras) if sample.cameras else []
         for frame, dense in zip(sample.cameras, features, strict=True):
-            cells, confidence = dense_pseudo_labels(
-                dense, self.text_embeddings, None, temperature=settings.temperature,
-                prompt_score_threshold=settings.prompt_score_threshold,
-                confidence_threshold=settings.confidence_threshold)
+            cells, confidence = dense_pseudo_labels(dense, self.text_embeddings, None, **asdict(settings.pseudo_labels))
             grid_h, grid_w = cells.shape
             image_h, image_w = frame.image.shape[:2]
             projection = project_points(points[:, :3], frame.camera)
             rows, columns = projection.pixel_indices()
-            cell = offset + (rows * grid_h // image_h) * grid_w + columns * grid_w // image_w
+            cell = offset + pixel_cells(rows, columns, (image_h, image_w), (grid_h, grid_w))
             score = confidence.numpy().ravel()[cell - offset]
             better = score > best[projection.point_indices]
             point_cell[projection.point_indices[better]] = cell[better]
@@ -234,6 +230,34 @@ class PreparedSplit:
         if self.cache is not None:
             self.cache[index] = prepared
         return prepared
+
+
+@dataclass
+class RunData:
+    """What a run trains and validates on; the benchmark shares one between runs with the same data."""
+
+    train: PreparedSplit
+    val: Sequence[Sample]  # with ground truth and a ``class_names`` attribute
+    vocabulary: Vocabulary
+    clip_model: str  # the teacher, as checkpoints name it
+
+
+def prepare_data(config: TrainConfig, device: torch.device) -> RunData:
+    """The teacher, the class vocabulary (CLIP text embeddings) and the train / validation splits."""
+    teacher = build_teacher(config.teacher, device)
+    train_samples = build_split(config.data, "train")
+    preparer = SamplePreparer(teacher, config, train_samples.class_names)
+    vocabulary = Vocabulary(
+        names=preparer.class_names,
+        text_embeddings=preparer.text_embeddings,
+        seen=list(preparer.seen) if config.setting == "zero_shot" else [True] * len(preparer.seen),
+        prompt_templates=list(getattr(teacher, "templates", [])),
+    )
+    clip_model = "synthetic" if config.teacher.kind == "synthetic" else f"{config.teacher.model_name}/" \
+                                                                         f"{config.teacher.pretrained}"
+    return RunData(train=PreparedSplit(train_samples, preparer, config.data.cache_in_memory),
+                   val=build_split(config.data, "val", with_images=False), vocabulary=vocabulary,
+                   clip_model=clip_model)
 
 
 def augment_points(points: np.ndarray, settings: AugmentSettings, rng: np.random.Generator) -> np.ndarray:

@@ -29,30 +29,22 @@ class ProcessGroup:
         return self.world_size > 1
 
 
+def local_rank() -> int:
+    """This process's index on its machine under torchrun (its GPU), 0 for a single process."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def init_process_group(device: torch.device) -> ProcessGroup:
-    """Join the torchrun group if there is one (and pin this process's GPU), else a single-process group."""
+    """Join the torchrun group if there is one (and pin this process's GPU, ``device``), else a single-process
+    group."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return ProcessGroup()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        torch.cuda.set_device(local_rank)
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return ProcessGroup(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
-
-
-def resolve_device(setting: str, group_local_rank: int = 0) -> torch.device:
-    """"auto" = this process's GPU when CUDA is available, else the CPU; "cuda" without CUDA is an error."""
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(setting)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but CUDA is not available; use device=cpu or auto")
-        if device.index is None:
-            device = torch.device("cuda", group_local_rank)
-    return device
+    return ProcessGroup(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank())
 
 
 def barrier(group: ProcessGroup) -> None:

@@ -21,6 +21,9 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from clip_seg3d_ros.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from clip_seg3d_ros.device import resolve_device
+from clip_seg3d_ros.evaluation.report import EvaluationResult, evaluate_segmenter, write_report
+from clip_seg3d_ros.evaluation.summary import format_metrics_table
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.segmenter import Segmenter, point_features
 from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, select_backend
@@ -39,9 +42,7 @@ from clip_seg3d_ros.training.distributed import (
     all_reduce_sum,
     barrier,
     init_process_group,
-    resolve_device,
 )
-from clip_seg3d_ros.evaluation.report import EvaluationResult, evaluate_segmenter, format_metrics_table, write_report
 from clip_seg3d_ros.training.losses import mcfa_semantic_loss, mcfa_spatial_loss, text_head_cross_entropy
 from clip_seg3d_ros.vocabulary import Vocabulary
 from clip_seg3d_ros.voxelize import voxelize
