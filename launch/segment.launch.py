@@ -18,7 +18,7 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "clip_seg3d_ros"
-NODE_NAME = "clip_seg3d_node"  # clip_seg3d_ros.runtime.settings.NODE_NAME, the key in config/segment.yaml
+NODE_NAME = "clip_seg3d_node"  # clip_seg3d_ros.nodes.settings.NODE_NAME, the key in config/segment.yaml
 
 
 def generate_launch_description() -> LaunchDescription:

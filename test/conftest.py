@@ -58,3 +58,22 @@ def small_model():
         prompt_templates=["a photo of a {}."],
     )
     return PointSegmentationNet(config).eval(), vocabulary
+
+
+def write_random_checkpoint(path: Path, class_names: list[str], seen: list[bool] | None = None, *,
+                            text_embeddings=None, embed_dim: int = 16, voxel_size: float = 0.2, seed: int = 0) -> Path:
+    """A checkpoint of a randomly initialised small network (what node, replay and evaluator tests load).
+
+    ``text_embeddings``: (C, D) class embeddings (e.g. a teacher's); default random, D = ``embed_dim``.
+    """
+    import torch
+
+    from clip_seg3d_ros import Checkpoint, Vocabulary, save_checkpoint
+    from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
+
+    torch.manual_seed(seed)
+    if text_embeddings is None:
+        text_embeddings = torch.randn(len(class_names), embed_dim)
+    config = ModelConfig.from_preset("small", embed_dim=text_embeddings.shape[1], voxel_size=voxel_size)
+    vocabulary = Vocabulary(list(class_names), text_embeddings, seen=list(seen or []))
+    return save_checkpoint(Checkpoint(config, PointSegmentationNet(config).state_dict(), vocabulary), path)

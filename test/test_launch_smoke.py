@@ -25,13 +25,11 @@ import unittest  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from conftest import write_random_checkpoint  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from clip_seg3d_ros import Checkpoint, Vocabulary, save_checkpoint  # noqa: E402
-from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet  # noqa: E402
 from clip_seg3d_ros.ros.pointcloud2 import PointCloud2Types, create_cloud, read_labels  # noqa: E402
 
 INPUT_TOPIC = "/smoke_test/points"
@@ -39,11 +37,7 @@ OUTPUT_TOPIC = "/clip_seg3d_node/output/points"
 
 
 def write_tiny_checkpoint(folder: Path) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig.from_preset("small", embed_dim=16, voxel_size=0.2)
-    vocabulary = Vocabulary(["road", "car", "vegetation"], torch.randn(3, 16))
-    return save_checkpoint(Checkpoint(config, PointSegmentationNet(config).state_dict(), vocabulary),
-                           folder / "tiny.pt")
+    return write_random_checkpoint(folder / "tiny.pt", ["road", "car", "vegetation"])
 
 
 @pytest.mark.launch_test

@@ -17,7 +17,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from conftest import write_random_checkpoint  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
@@ -25,8 +25,6 @@ from sensor_msgs.msg import PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from vision_msgs.msg import LabelInfo  # noqa: E402
 
-from clip_seg3d_ros import Checkpoint, Vocabulary, save_checkpoint  # noqa: E402
-from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet  # noqa: E402
 from clip_seg3d_ros.nodes.segment_node import LATCHED_QOS, SegmentationNode  # noqa: E402
 from clip_seg3d_ros.ros.pointcloud2 import PointCloud2Types, create_cloud, read_labels  # noqa: E402
 
@@ -37,11 +35,7 @@ CLASSES = ["road", "car", "vegetation"]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    config = ModelConfig.from_preset("small", embed_dim=16, voxel_size=0.2)
-    vocabulary = Vocabulary(CLASSES, torch.randn(3, 16), seen=[True, True, False])
-    path = tmp_path_factory.mktemp("node") / "tiny.pt"
-    return save_checkpoint(Checkpoint(config, PointSegmentationNet(config).state_dict(), vocabulary), path)
+    return write_random_checkpoint(tmp_path_factory.mktemp("node") / "tiny.pt", CLASSES, [True, True, False])
 
 
 @pytest.fixture(scope="module")

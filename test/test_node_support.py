@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, write_random_checkpoint
 from rosbags.typesys import Stores, get_typestore
 
-from clip_seg3d_ros import Checkpoint, CheckpointError, Segmenter, Vocabulary, save_checkpoint
+from clip_seg3d_ros import CheckpointError, Segmenter
 from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.geometry import CameraModel
 from clip_seg3d_ros.geometry.calibration import camera_info_fields
-from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.nodes.latest_slot import LatestSlot
 from clip_seg3d_ros.nodes.settings import NODE_NAME, NodeSettings, camera_info_topic
 from clip_seg3d_ros.nodes.sweep_stats import ERROR, OK, WARN, SweepStatistics
@@ -101,12 +100,9 @@ def teacher():
 
 @pytest.fixture(scope="module")
 def checkpoint_path(tmp_path_factory, teacher):
-    torch.manual_seed(0)
-    config = ModelConfig.from_preset("small", embed_dim=32, voxel_size=0.2)
     names = ["road", "car", "vegetation"]
-    vocabulary = Vocabulary(names, teacher.encode_text(names), seen=[True, True, False])
-    path = tmp_path_factory.mktemp("runtime") / "model.pt"
-    return save_checkpoint(Checkpoint(config, PointSegmentationNet(config).state_dict(), vocabulary), path)
+    return write_random_checkpoint(tmp_path_factory.mktemp("runtime") / "model.pt", names, [True, True, False],
+                                   text_embeddings=teacher.encode_text(names))
 
 
 @pytest.fixture(scope="module")

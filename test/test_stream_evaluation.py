@@ -2,12 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
+from conftest import write_random_checkpoint
 
-from clip_seg3d_ros import Checkpoint, Vocabulary, save_checkpoint
 from clip_seg3d_ros.evaluation.metrics import evaluate_labels
 from clip_seg3d_ros.evaluation.stream import StampPairing, StreamEvaluator, ground_truth_classes
-from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 
 NAMES = ["road", "car", "truck"]
 SEEN = [True, True, False]
@@ -84,8 +82,6 @@ def test_ground_truth_classes_from_names_or_a_checkpoint(tmp_path):
         ground_truth_classes("", NAMES, ["bus"])
     with pytest.raises(ValueError, match="set class_names"):
         ground_truth_classes()
-    config = ModelConfig.from_preset("small", embed_dim=8)
-    vocabulary = Vocabulary(NAMES, torch.randn(3, 8), seen=SEEN)
-    path = save_checkpoint(Checkpoint(config, PointSegmentationNet(config).state_dict(), vocabulary), tmp_path / "m.pt")
+    path = write_random_checkpoint(tmp_path / "m.pt", NAMES, SEEN, embed_dim=8)
     assert ground_truth_classes(str(path)) == (NAMES, SEEN)
     assert ground_truth_classes(str(path), ["a", "b"]) == (["a", "b"], [True, True])  # given names win

@@ -12,7 +12,7 @@ from clip_seg3d_ros.training.losses import (
     mcfa_spatial_loss,
     text_head_cross_entropy,
 )
-from clip_seg3d_ros.training.trainer import combine_targets, learning_rate_factor, voxel_targets
+from clip_seg3d_ros.training.steps import combine_targets, learning_rate_factor, voxel_targets
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

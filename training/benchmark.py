@@ -10,12 +10,43 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from clip_seg3d_ros.training.benchmark import VARIANTS, format_table, run_benchmark
-from clip_seg3d_ros.training.config import ConfigError
+from train import train  # training/train.py: Python puts this script's folder on sys.path
+
+from clip_seg3d_ros.device import resolve_device
+from clip_seg3d_ros.training.benchmark import VARIANTS, format_table, teacher_reference, variant_config, write_results
+from clip_seg3d_ros.training.config import ConfigError, load_config
+from clip_seg3d_ros.training.data import RunData, prepare_data
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "train" / "synthetic.yaml"
+
+
+def run_benchmark(out_dir: str | Path, config_path: str | Path | None = None, overrides: Sequence[str] = (),
+                  variants: Sequence[str] = tuple(VARIANTS), progress: bool = True) -> dict:
+    """Train every variant into ``out_dir/<variant>`` and return {variant: metrics}, plus "teacher".
+
+    Variants with the same setting share the prepared data (scenes and teacher outputs are made once).
+    """
+    out_dir = Path(out_dir)
+    base = load_config(config_path, list(overrides))
+    shared: dict[str, RunData] = {}
+    results: dict[str, dict] = {}
+    for variant in variants:
+        config = variant_config(base, overrides, config_path, variant)
+        if config.setting not in shared:
+            shared[config.setting] = prepare_data(config, resolve_device(config.device))
+        started = time.perf_counter()
+        metrics = train(config, out_dir / variant, data=shared[config.setting], progress=progress)
+        metrics["seconds"] = time.perf_counter() - started
+        metrics["epochs"] = config.total_epochs
+        results[variant] = metrics
+    if "zero_shot" in shared:
+        results["teacher"] = teacher_reference(shared["zero_shot"], base.data.unseen_classes)
+    write_results(results, out_dir)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,23 +9,19 @@
     annotation-free: the full method without any 3D label
 
 (a)-(d) train as many epochs as (e) does in total (its CLIP-guided epochs plus its self-training epochs),
-so that (e) - (d) measures self-training, not a longer schedule.
+so that (e) - (d) measures self-training, not a longer schedule. ``training/benchmark.py`` trains them.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, summarize
+from clip_seg3d_ros.evaluation.summary import json_compatible
 from clip_seg3d_ros.training.config import TrainConfig, load_config
-from clip_seg3d_ros.training.data import class_flags
-from clip_seg3d_ros.training.trainer import RunData, prepare_data, train
+from clip_seg3d_ros.training.data import RunData, class_flags
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "a": ("(a) seen ground truth only", ["loss.use_pseudo_labels=false", "loss.semantic_weight=0",
@@ -63,34 +59,13 @@ def teacher_reference(data: RunData, unseen: Sequence[str]) -> dict:
     return summarize(confusion, class_names, class_flags(class_names, unseen))
 
 
-def run_benchmark(out_dir: str | Path, config_path: str | Path | None = None, overrides: Sequence[str] = (),
-                  variants: Sequence[str] = tuple(VARIANTS), progress: bool = True) -> dict:
-    """Train every variant into ``out_dir/<variant>`` and return {variant: metrics}, plus "teacher".
-
-    Variants with the same setting share the prepared data (scenes and teacher outputs are made once).
-    """
+def write_results(results: dict, out_dir: str | Path) -> None:
+    """``out_dir``/benchmark.json (strict JSON: a metric that is NaN, e.g. a class absent from the validation
+    scenes, is null) and ``out_dir``/benchmark.md (:func:`format_table`)."""
     out_dir = Path(out_dir)
-    base = load_config(config_path, list(overrides))
-    shared: dict[str, RunData] = {}
-    results: dict[str, dict] = {}
-    for variant in variants:
-        config = variant_config(base, overrides, config_path, variant)
-        if config.setting not in shared:
-            shared[config.setting] = prepare_data(config, resolve_device(config.device))
-        started = time.perf_counter()
-        metrics = train(config, out_dir / variant, data=shared[config.setting], progress=progress)
-        metrics["seconds"] = time.perf_counter() - started
-        metrics["epochs"] = config.total_epochs
-        results[variant] = metrics
-    if "zero_shot" in shared:
-        results["teacher"] = teacher_reference(shared["zero_shot"], base.data.unseen_classes)
-    (out_dir / "benchmark.json").write_text(json.dumps(results, indent=1, default=_json_float))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "benchmark.json").write_text(json.dumps(json_compatible(results), indent=1, allow_nan=False))
     (out_dir / "benchmark.md").write_text(format_table(results))
-    return results
-
-
-def _json_float(value):
-    return None if isinstance(value, float) and np.isnan(value) else value
 
 
 def format_table(results: dict) -> str:
