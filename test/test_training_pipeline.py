@@ -1,5 +1,6 @@
 """The training pipeline end to end: configs, sample preparation, a real-data config, resume and torchrun."""
 
+import importlib
 import json
 import os
 import shutil
@@ -19,15 +20,31 @@ from test_geometry import KITTI_CALIB
 
 from clip_seg3d_ros import Segmenter, load_checkpoint
 from clip_seg3d_ros.geometry import project_points
-from clip_seg3d_ros.models import PointSegmentationNet
+from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.synthetic import SyntheticWorld
-from clip_seg3d_ros.teacher import dense_pseudo_labels, pseudo_labels_to_points
-from clip_seg3d_ros.training.config import ConfigError, load_config
+from clip_seg3d_ros.teacher import (
+    PseudoLabelSettings,
+    SyntheticTeacherConfig,
+    dense_pseudo_labels,
+    pseudo_labels_to_points,
+)
+from clip_seg3d_ros.training.config import ConfigError, config_from_dict, load_config
 from clip_seg3d_ros.training.data import SamplePreparer, augment_points, build_teacher
-from clip_seg3d_ros.training.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = ROOT / "training" / "train.py"
+
+
+def training_script(name: str):
+    """training/<name>.py as a module. That folder is not a package: its scripts import each other from the
+    folder Python puts on sys.path for ``python training/<name>.py``, so it goes on sys.path here too."""
+    folder = str(ROOT / "training")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+train = training_script("train").train
 # A tiny synthetic run: 4 training scenes cropped to 15 m, coarse voxels, 2 steps per epoch.
 TINY = ["data.synthetic_train_scenes=4", "data.synthetic_val_scenes=1", "data.max_range=15",
         "model.voxel_size=0.3", "schedule.epochs=2", "schedule.self_training_rounds=1",
@@ -54,6 +71,20 @@ def test_config_file_overrides_and_errors(tmp_path):
         load_config(None, ["data.dataset=semantickitti"])
     with pytest.raises(ConfigError, match="no such config"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_nested_settings_have_one_name_and_configs_saved_before_still_load():
+    config = load_config(None, ["teacher.synthetic.patch_size=16", "teacher.pseudo_labels.confidence_threshold=0.7"])
+    assert config.teacher.synthetic == SyntheticTeacherConfig(patch_size=16)
+    assert config.teacher.pseudo_labels == PseudoLabelSettings(confidence_threshold=0.7)
+    assert config.model.temperature == ModelConfig.temperature == 0.01
+    assert config_from_dict(config.to_dict()) == config  # what config.yaml and the checkpoints hold reads back equal
+    saved = config.to_dict()  # as a checkpoint written before the teacher's settings were nested holds it
+    teacher = saved["teacher"]
+    del teacher["synthetic"], teacher["pseudo_labels"]
+    teacher.update(synthetic_patch_size=16, synthetic_noise_std=2.0, synthetic_blur_sigma=0.5, temperature=0.01,
+                   prompt_score_threshold=0.5, confidence_threshold=0.7)
+    assert config_from_dict(saved) == config
 
 
 @pytest.mark.parametrize("name", ["synthetic", "synthetic_annotation_free", "semantickitti_zero_shot",
@@ -131,6 +162,7 @@ def kitti_tree(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_the_semantickitti_config_runs_on_kitti_files_with_open_clip(tmp_path):
     """The shipped real config, unchanged but for paths and sizes, on a one-scan KITTI tree (random CLIP)."""
     root = kitti_tree(tmp_path / "kitti")
@@ -181,6 +213,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path).model_state
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_model_and_metrics(tmp_path):
     finished(run_script(tmp_path / "whole"))
     killed = run_script(tmp_path / "killed")
@@ -205,6 +238,7 @@ def test_a_killed_run_resumes_to_the_same_model_and_metrics(tmp_path):
     assert other.returncode == 2 and "another config" in output
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_train_the_same_model_as_one(tmp_path):
     """Same sweeps, same augmentations, gradients averaged: the same weights. Not compared: BatchNorm's running
     statistics, which each process updates from its own sweeps (DDP then keeps rank 0's), so the self-training

@@ -1,9 +1,9 @@
 """The ROS 2 segmentation node: ``ros2 run clip_seg3d_ros segment --ros-args -p checkpoint:=model.pt``.
 
-The only module of the package that imports rclpy. It is glue: topics, QoS, TF, threads and parameters;
-what a sweep becomes is decided by :class:`~clip_seg3d_ros.runtime.runtime.SegmentRuntime` and
-:class:`~clip_seg3d_ros.runtime.processor.SweepProcessor` (the same path rosbag replay takes), messages are
-converted by :mod:`clip_seg3d_ros.ros`.
+With the evaluate node, the only modules of the package that import rclpy. It is glue: topics, QoS, TF,
+threads and parameters; what a sweep becomes is decided by :class:`~clip_seg3d_ros.runtime.runtime.SegmentRuntime`
+(built from the same settings, and called the same way, as rosbag replay's), messages are converted by
+:mod:`clip_seg3d_ros.ros`.
 
 Topics (relative to the node, remap them in the launch file):
 
@@ -30,7 +30,9 @@ skipped). Sweeps are processed in a worker thread fed by a one-sweep slot: when 
 newest sweep replaces the waiting one, which is counted as dropped; the queue never grows. A bad message or a
 failing sweep is logged (throttled), counted and skipped; it never stops the node. ``vocabulary``,
 ``score_threshold``, ``calibration_bias`` and ``fusion_weight`` can be changed while running
-(``ros2 param set``); the other parameters are read once (see :mod:`clip_seg3d_ros.runtime.settings`). A
+(``ros2 param set``); the other parameters are read once. The parameters are the fields of
+:class:`~clip_seg3d_ros.runtime.settings.RuntimeSettings` (shared with replay) and of the node's own
+:class:`~clip_seg3d_ros.nodes.settings.NodeSettings`. A
 sweep in flight when the vocabulary changes is labelled entirely with the old or entirely with the new one.
 """
 

@@ -1,1 +1,2 @@
-"""Command-line tools around the library (run with ``python -m clip_seg3d_ros.tools.<name>``)."""
+"""Command-line tools, thin: ``python -m clip_seg3d_ros.tools.replay`` (a bag through the node's runtime),
+``.bench`` (per-stage latency), ``.to_bag`` (a dataset as a rosbag2)."""

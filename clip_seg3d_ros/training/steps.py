@@ -120,7 +120,8 @@ def self_training_round(config: TrainConfig, epoch: int) -> int | None:
 
 def starts_a_round(config: TrainConfig, epoch: int) -> bool:
     """Whether ``epoch`` is the first of a self-training round (when its labels are made)."""
-    return epoch >= config.schedule.epochs and (epoch - config.schedule.epochs) % config.schedule.self_training_epochs == 0
+    schedule = config.schedule
+    return epoch >= schedule.epochs and (epoch - schedule.epochs) % schedule.self_training_epochs == 0
 
 
 # -- self-training labels -------------------------------------------------------------------------------------------
