@@ -7,9 +7,9 @@ rosbag replay; the node declares the fields of both classes as its parameters
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from clip_seg3d_ros.runtime.settings import declared_defaults, from_values
+from clip_seg3d_ros.runtime.settings import Settings
 
 NODE_NAME = "clip_seg3d_node"
 
@@ -24,7 +24,7 @@ DESCRIPTIONS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class NodeSettings:
+class NodeSettings(Settings):
     """One field per node-only parameter (see :data:`DESCRIPTIONS`), with its default."""
 
     camera_topics: tuple[str, ...] = field(default_factory=tuple)
@@ -35,17 +35,9 @@ class NodeSettings:
     diagnostics_period: float = 1.0
 
     @classmethod
-    def names(cls) -> list[str]:
-        return [item.name for item in fields(cls)]
-
-    @classmethod
-    def defaults(cls) -> dict:
-        return declared_defaults(cls())
-
-    @classmethod
     def from_values(cls, values: dict, use_cameras: bool = False) -> NodeSettings:
         """Build and validate from ROS parameter values; ``use_cameras`` (a runtime setting) needs camera topics."""
-        return from_values(cls(), values).validated(use_cameras)
+        return cls.converted(values).validated(use_cameras)
 
     def validated(self, use_cameras: bool = False) -> NodeSettings:
         if use_cameras and not self.camera_topics:

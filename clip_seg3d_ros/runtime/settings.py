@@ -42,8 +42,34 @@ RUNTIME_PARAMETERS = ("vocabulary", "score_threshold", "calibration_bias", "fusi
 """The settings that can change while sweeps are being labelled; the others are read once at start-up."""
 
 
+class Settings:
+    """What every settings dataclass offers: its field names, its defaults as ROS declares them, and building
+    it from a {name: value} dict of parameter values (:func:`convert_value`; unknown names are an error)."""
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [item.name for item in fields(cls)]
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Name -> default value as declared to ROS (string arrays as lists)."""
+        defaults = cls()
+        return {name: list(value) if isinstance(value := getattr(defaults, name), tuple) else value
+                for name in cls.names()}
+
+    @classmethod
+    def converted(cls, values: dict):
+        """The defaults with ``values`` converted by :func:`convert_value`; not yet validated."""
+        unknown = sorted(set(values) - set(cls.names()))
+        if unknown:
+            raise ValueError(f"unknown parameters {unknown}; known: {cls.names()}")
+        defaults = cls()
+        return replace(defaults, **{name: convert_value(name, value, getattr(defaults, name))
+                                    for name, value in values.items()})
+
+
 @dataclass(frozen=True)
-class RuntimeSettings:
+class RuntimeSettings(Settings):
     """One field per setting (see :data:`DESCRIPTIONS`), with the node's defaults."""
 
     checkpoint: str = ""
@@ -60,18 +86,9 @@ class RuntimeSettings:
     clip_quick_gelu: bool = False
 
     @classmethod
-    def names(cls) -> list[str]:
-        return [item.name for item in fields(cls)]
-
-    @classmethod
-    def defaults(cls) -> dict:
-        """Name -> default value as declared to ROS (string arrays as lists)."""
-        return declared_defaults(cls())
-
-    @classmethod
     def from_values(cls, values: dict) -> RuntimeSettings:
         """Build and validate from a {name: value} dict (ROS parameter values); unknown names are an error."""
-        return from_values(cls(), values).validated()
+        return cls.converted(values).validated()
 
     def validated(self) -> RuntimeSettings:
         """``self`` if every value is usable; otherwise a ValueError naming the setting and the rule."""
@@ -86,22 +103,6 @@ class RuntimeSettings:
         if self.max_points < 0:
             raise ValueError(f"parameter 'max_points' must be >= 0 (0: no limit), got {self.max_points}")
         return self
-
-
-def declared_defaults(settings) -> dict:
-    """Name -> default of a settings dataclass instance, as ROS declares it (tuples as lists)."""
-    return {item.name: (list(value) if isinstance(value := getattr(settings, item.name), tuple) else value)
-            for item in fields(settings)}
-
-
-def from_values(defaults, values: dict):
-    """``defaults`` (a frozen settings dataclass) with ``values`` converted by :func:`convert_value`."""
-    known = [item.name for item in fields(defaults)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown parameters {unknown}; known: {known}")
-    return replace(defaults, **{name: convert_value(name, value, getattr(defaults, name))
-                                for name, value in values.items()})
 
 
 def string_list(name: str, value) -> tuple[str, ...]:
