@@ -101,7 +101,7 @@ def test_weighted_rows_give_the_same_spatial_loss_as_one_row_per_point():
     per_pair = mcfa_spatial_loss(torch.tensor(voxel_features[pairs // 12]), torch.tensor(pairs % 12),
                                  torch.tensor(cell_features), 0.1, 100, 3, weights=torch.tensor(counts)).item()
     assert len(pairs) < kept.sum() and per_pair == pytest.approx(per_point, rel=1e-10)
-    # The trainer's call: per-voxel features and each pair's voxel, gathered inside the loss.
+    # sample_losses' call: per-voxel features and each pair's voxel, gathered inside the loss.
     per_voxel = mcfa_spatial_loss(torch.tensor(voxel_features), torch.tensor(pairs % 12), torch.tensor(cell_features),
                                   0.1, 100, 3, weights=torch.tensor(counts), feature_rows=torch.tensor(pairs // 12))
     assert per_voxel.item() == pytest.approx(per_point, rel=1e-10)
