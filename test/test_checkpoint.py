@@ -1,6 +1,8 @@
 """Checkpoints: exact round trip, one clear error for every kind of bad file, never running code."""
 
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -54,14 +56,15 @@ def test_round_trip_gives_identical_outputs(checkpoint_file, small_model, kitti_
 def test_truncated_file_is_a_clear_error(checkpoint_file):
     data = checkpoint_file.read_bytes()
     checkpoint_file.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=rf"{checkpoint_file}: unreadable checkpoint"):
+    with pytest.raises(CheckpointError, match=rf"{checkpoint_file}: truncated or corrupt checkpoint") as caught:
         Segmenter.from_checkpoint(checkpoint_file)
+    assert "failed finding central directory" in str(caught.value)  # PyTorch's reason, without its advice
 
 
 def test_garbage_and_missing_files_are_clear_errors(tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(CheckpointError, match=rf"{garbage}: unreadable checkpoint"):
+    with pytest.raises(CheckpointError, match=rf"{garbage}: not a checkpoint \(not a PyTorch file, or corrupt\)$"):
         load_checkpoint(garbage)
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_checkpoint(tmp_path / "absent.pt")
@@ -106,9 +109,25 @@ def test_a_checkpoint_cannot_run_code(tmp_path, checkpoint_file):
     payload["metrics"] = {"evil": _Exploit(marker)}
     evil = tmp_path / "evil.pt"
     torch.save(payload, evil, pickle_module=pickle)
-    with pytest.raises(CheckpointError, match="unreadable checkpoint"):
+    with pytest.raises(CheckpointError, match="holds Python objects a checkpoint may not contain") as caught:
         load_checkpoint(evil)
     assert not marker.exists()
+    message = str(caught.value)
+    assert "Unsupported global: GLOBAL getattr" in message and "never do" in message  # the global pickle used
+    assert "weights_only" not in message and "Re-running" not in message  # never PyTorch's advice to run it
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_checkpoints_get_the_users_normal_file_mode(tmp_path, small_model, umask, mode):
+    """0666 less the umask, as any file the user writes (mkstemp's 0600 kept a node of another user out)."""
+    previous = os.umask(umask)
+    try:
+        path = save_checkpoint(make_checkpoint(*small_model), tmp_path / "model.pt")
+        again = save_checkpoint(make_checkpoint(*small_model), path)  # replacing a file: the same mode
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(again.stat().st_mode) == mode
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # the temporary was renamed, not copied
 
 
 def test_a_failed_save_keeps_the_previous_file(monkeypatch, checkpoint_file, small_model):

@@ -14,14 +14,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from train import train  # training/train.py: Python puts this script's folder on sys.path
+from train import DEFAULT_CONFIG, train  # training/train.py: Python puts this script's folder on sys.path
 
 from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.training.benchmark import VARIANTS, format_table, teacher_reference, variant_config, write_results
 from clip_seg3d_ros.training.config import ConfigError, load_config
 from clip_seg3d_ros.training.data import RunData, prepare_data
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "train" / "synthetic.yaml"
 
 
 def run_benchmark(out_dir: str | Path, config_path: str | Path | None = None, overrides: Sequence[str] = (),

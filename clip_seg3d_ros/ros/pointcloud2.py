@@ -30,16 +30,20 @@ POINT_FIELD_DTYPES: dict[int, str] = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4
 _DATATYPE_OF_CODE = {code: datatype for datatype, code in POINT_FIELD_DTYPES.items()}
 LABEL_IGNORED = 65535  # the `label` value of points the Segmenter ignores (label -1)
 XYZ = ("x", "y", "z")
+# numpy keeps a dtype's size and offsets in a C int: a larger point_step or offset (legal uint32) would fail
+# inside numpy ("integer won't fit into a C int"). Widths and heights have the same limit, for one rule.
+MAX_LAYOUT = 2**31 - 1
 
 
 class PointCloud2Error(ValueError):
     """A PointCloud2 that cannot be decoded (or points that cannot be encoded); the message says why.
 
-    ``reason`` is a short fixed phrase for the kind of problem (e.g. "data size", "no x/y/z field"), so that a
-    replay can count skipped messages by reason while the message carries the numbers.
+    ``reason`` is a short fixed phrase for the kind of problem (e.g. "data size", "no x/y/z field", "layout
+    too large"), so that a replay can count skipped messages by reason while the message carries the numbers.
+    Every error raised here names one.
     """
 
-    def __init__(self, message: str, reason: str = "malformed") -> None:
+    def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -94,9 +98,14 @@ def point_dtype(msg) -> np.dtype:
     """The structured dtype of one point of ``msg`` (validated against ``point_step``; no check of ``data``)."""
     byte_order = ">" if msg.is_bigendian else "<"
     point_step = int(msg.point_step)
+    if point_step > MAX_LAYOUT:
+        raise PointCloud2Error(f"point_step {point_step} is larger than {MAX_LAYOUT} bytes", "layout too large")
     names, formats, offsets = [], [], []
     for field in msg.fields:
         name, offset, datatype, count = str(field.name), int(field.offset), int(field.datatype), int(field.count)
+        if offset > MAX_LAYOUT or count > MAX_LAYOUT:
+            raise PointCloud2Error(f"field {name!r}: offset {offset} or count {count} is larger than {MAX_LAYOUT}",
+                                   "layout too large")
         if not name:
             raise PointCloud2Error("a field has an empty name", "bad field")
         if name in names:
@@ -132,6 +141,8 @@ def read_points(msg) -> np.ndarray:
     height, width, row_step = int(msg.height), int(msg.width), int(msg.row_step)
     if height < 0 or width < 0:
         raise PointCloud2Error(f"negative size {height}x{width}", "bad size")
+    if height > MAX_LAYOUT or width > MAX_LAYOUT:
+        raise PointCloud2Error(f"size {height}x{width} is beyond {MAX_LAYOUT} points a side", "layout too large")
     if row_step < width * dtype.itemsize:
         raise PointCloud2Error(
             f"row_step {row_step} is smaller than width * point_step = {width * dtype.itemsize}", "row_step too small"
@@ -161,9 +172,10 @@ def xyz_intensity(points: np.ndarray, intensity_field: str = "intensity") -> np.
     columns = [*XYZ, intensity_field] if intensity_field in present else list(XYZ)
     for name in columns:
         if name not in present:
-            raise PointCloud2Error(f"no {name!r} field (fields: {list(present)})")
+            raise PointCloud2Error(f"no {name!r} field (fields: {list(present)})", "no x/y/z field")
         if points.dtype.fields[name][0].shape != ():
-            raise PointCloud2Error(f"field {name!r} has count > 1; {', '.join(columns)} must be single values")
+            raise PointCloud2Error(f"field {name!r} has count > 1; {', '.join(columns)} must be single values",
+                                   "field count > 1")
     out = np.zeros((len(points), 4), dtype=np.float32)
     for column, name in enumerate(columns):
         out[:, column] = points[name]
@@ -179,11 +191,11 @@ def read_labels(msg, field: str = "label") -> np.ndarray:
     """(N,) int64 class indices from an integer field (e.g. ground truth on ``/points_gt``); 65535 -> -1."""
     points = read_points(msg)
     if field not in (points.dtype.names or ()):
-        raise PointCloud2Error(f"no {field!r} field (fields: {list(points.dtype.names or ())})")
+        raise PointCloud2Error(f"no {field!r} field (fields: {list(points.dtype.names or ())})", "no label field")
     values = points[field]
     if values.ndim != 1 or values.dtype.kind not in "iu":
         kind = points.dtype.fields[field][0]
-        raise PointCloud2Error(f"field {field!r} must be a single integer per point, got {kind}")
+        raise PointCloud2Error(f"field {field!r} must be a single integer per point, got {kind}", "label not integer")
     labels = values.astype(np.int64)
     labels[labels == LABEL_IGNORED] = -1
     return labels
@@ -192,20 +204,21 @@ def read_labels(msg, field: str = "label") -> np.ndarray:
 def point_fields(dtype: np.dtype, field_class: Callable[..., Any]) -> tuple[list, bool]:
     """PointFields describing a structured dtype, and whether its multi-byte fields are big-endian."""
     if dtype.names is None:
-        raise PointCloud2Error(f"points must be a structured array, got dtype {dtype}")
+        raise PointCloud2Error(f"points must be a structured array, got dtype {dtype}", "not structured")
     fields, orders = [], set()
     for name in dtype.names:
         field_dtype, offset = dtype.fields[name][:2]
         base = field_dtype.base
         datatype = _DATATYPE_OF_CODE.get(f"{base.kind}{base.itemsize}")
         if datatype is None:
-            raise PointCloud2Error(f"field {name!r} has dtype {base}, which PointField cannot describe")
+            raise PointCloud2Error(f"field {name!r} has dtype {base}, which PointField cannot describe",
+                                   "unknown datatype")
         if base.itemsize > 1:
             orders.add(sys.byteorder == "big" if base.byteorder == "=" else base.byteorder == ">")
         count = int(np.prod(field_dtype.shape)) if field_dtype.shape else 1
         fields.append(field_class(name=name, offset=int(offset), datatype=datatype, count=count))
     if len(orders) > 1:
-        raise PointCloud2Error("fields mix big- and little-endian byte orders")
+        raise PointCloud2Error("fields mix big- and little-endian byte orders", "mixed byte orders")
     return fields, orders.pop() if orders else sys.byteorder == "big"
 
 
@@ -227,7 +240,7 @@ def create_cloud(
     fields, big_endian = point_fields(points.dtype, types.field)
     width = len(points) // height if width is None and height > 0 else width
     if height < 0 or width is None or width < 0 or height * width != len(points):
-        raise PointCloud2Error(f"{len(points)} points do not fill a {height}x{width} cloud")
+        raise PointCloud2Error(f"{len(points)} points do not fill a {height}x{width} cloud", "bad size")
     if is_dense is None:
         names = points.dtype.names
         is_dense = all(np.isfinite(points[axis]).all() for axis in XYZ if axis in names)
@@ -271,9 +284,11 @@ def create_labelled_cloud(msg, labels: np.ndarray, scores: np.ndarray, types: Po
     labels = np.asarray(labels).reshape(-1)
     scores = np.asarray(scores).reshape(-1)
     if labels.shape != points.shape or scores.shape != points.shape:
-        raise PointCloud2Error(f"{labels.size} labels and {scores.size} scores for {points.size} points")
+        raise PointCloud2Error(f"{labels.size} labels and {scores.size} scores for {points.size} points",
+                               "label count")
     if labels.size and (labels.max() >= LABEL_IGNORED or labels.min() < -1):
-        raise PointCloud2Error(f"labels must be in -1..{LABEL_IGNORED - 1}, got {labels.min()}..{labels.max()}")
+        raise PointCloud2Error(f"labels must be in -1..{LABEL_IGNORED - 1}, got {labels.min()}..{labels.max()}",
+                               "label range")
     dtype = labelled_point_dtype(points.dtype, bool(msg.is_bigendian))
     out = np.zeros(len(points), dtype=dtype)
     out.view(np.uint8).reshape(len(points), dtype.itemsize)[:, : points.dtype.itemsize] = (
@@ -311,7 +326,7 @@ def create_rgb_cloud(
     """An x, y, z, rgb cloud (float32 each; rgb packed as :func:`pack_rgb` does) for RViz's RGB8 colouring."""
     xyz = np.asarray(xyz).reshape(-1, 3)
     if len(colours) != len(xyz):
-        raise PointCloud2Error(f"{len(colours)} colours for {len(xyz)} points")
+        raise PointCloud2Error(f"{len(colours)} colours for {len(xyz)} points", "colour count")
     points = np.zeros(len(xyz), dtype=np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")]))
     for column, axis in enumerate(XYZ):
         points[axis] = xyz[:, column]

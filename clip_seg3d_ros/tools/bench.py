@@ -9,18 +9,24 @@ preprocess (validation, NaN filtering, voxelization), inference (MinkUNet, proje
 fusion (0 here: no cameras), postprocess (per-point labels and scores back on the host), total.
 Without a checkpoint the network of ``--preset`` is randomly initialised: latency does not depend on the
 weights. This is a benchmark, not a test: figures depend on the machine, which the output names.
+
+An unusable input (a missing or malformed scan file, a bad checkpoint, an unknown or absent device) is one
+``error: ...`` line on stderr and exit status 1, no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from clip_seg3d_ros.checkpoint import CheckpointError
 from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_CLASSES
 from clip_seg3d_ros.device import resolve_device
@@ -95,22 +101,50 @@ def build_segmenter(args: argparse.Namespace, device: torch.device) -> tuple[Seg
     return Segmenter(PointSegmentationNet(config), vocabulary, device, args.backend), args.preset
 
 
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _positive_metres(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of metres > 0, got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=Path, help="KITTI .bin scan (default: a generated 120,000-point sweep)")
-    parser.add_argument("--num-points", type=int, default=120_000, help="size of the generated sweep")
+    parser.add_argument("--num-points", type=_at_least(1), default=120_000, help="size of the generated sweep")
     parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint (default: random weights)")
     parser.add_argument("--preset", default="standard", choices=sorted(MINKUNET_PRESETS))
-    parser.add_argument("--voxel-size", type=float, default=0.05, help="metres, without --checkpoint")
+    parser.add_argument("--voxel-size", type=_positive_metres, default=0.05, help="metres, without --checkpoint")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--backend", default="auto", choices=["auto", "native", "torchsparse"])
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=_at_least(0), default=3)
+    parser.add_argument("--repeats", type=_at_least(1), default=20)
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
+    """Print the benchmark's JSON object; 0, or 1 after one ``error: ...`` line for an unusable input."""
     args = parse_args(argv)
+    try:
+        run(args)
+    except (CheckpointError, OSError, ValueError, EOFError) as error:  # EOFError: np.load of a cut .npy
+        detail = f"{error.filename}: {error.strerror}" if isinstance(error, OSError) and error.strerror else error
+        print(f"error: {' '.join(str(detail).split())}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The benchmark of ``args`` (cheap checks first: device, scan file, then the checkpoint)."""
     device = resolve_device(args.device)
     points = read_scan(args.points) if args.points else generated_sweep(args.num_points)
     segmenter, preset = build_segmenter(args, device)
@@ -136,4 +170,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

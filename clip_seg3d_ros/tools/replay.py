@@ -22,17 +22,21 @@ LiDAR -> camera transform from /tf_static and /tf) and camera fusion with a CLIP
 offline (``--clip-weights`` or the checkpoint's tag), never randomly initialised, never downloaded; otherwise
 one clear error.
 
-A malformed cloud (bad CDR, bad layout) is logged, counted by reason and skipped; the replay goes on.
+A sweep that cannot be labelled is logged, counted by reason and skipped, and the replay goes on: a
+malformed cloud ("malformed cloud: <the decoder's reason>", or "undecodable message" for bytes that are not
+CDR), an empty cloud (width or height 0: "empty cloud"), a sweep the runtime refuses ("processing failed").
 Problems with the bag itself are one exception with a one-line message: ``BagError`` (missing, truncated,
 corrupt; :mod:`clip_seg3d_ros.ros.bag_reader`) or its subclass :class:`ReplayError` (no points topic, no
-usable cloud at all, an output bag that exists); so are an unusable checkpoint or setting (CheckpointError,
-ValueError). The command prints it and exits with status 1, no traceback.
+sweep labelled at all, an output bag that exists); so are an unusable checkpoint or setting (CheckpointError,
+ValueError). The command prints it as one ``error: ...`` line and exits with status 1, no traceback; a
+replay that fails leaves no output bag behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
 from collections import Counter
@@ -186,13 +190,16 @@ def replay_bag(
             except Exception as error:  # whatever the bytes are, one bad message must not stop a replay
                 skip("undecodable message", f"{type(error).__name__}: {error}", log_time)
                 continue
+            if len(points) == 0:  # recorders do write these (width 0): no sweep to label, not a labelled one
+                skip("empty cloud", f"{int(message.height)}x{int(message.width)} cloud", log_time)
+                continue
             decode_ms = 1000.0 * (time.perf_counter() - started)
             stamp_ns = stamp_to_ns(message.header.stamp)
             frames = cameras.frames(str(message.header.frame_id), stamp_ns, report.camera_issues) if cameras else ()
             try:
                 result = runtime.process(xyzi, frames)
-            except ValueError as error:
-                skip("processing failed", str(error), log_time)
+            except (ValueError, RuntimeError) as error:  # refused points, a torch error (e.g. out of memory)
+                skip("processing failed", f"{type(error).__name__}: {error}", log_time)
                 continue
             report.sweeps += 1
             for stage, value in {"decode": decode_ms, **result.timings_ms}.items():
@@ -209,7 +216,7 @@ def replay_bag(
                     report.evaluated += 1
             else:
                 report.unevaluated["no ground-truth topic"] += 1
-        if report.sweeps == 0:
+        if report.sweeps == 0:  # a replay that labelled nothing failed, whatever the reasons (exit status 1)
             reasons = ", ".join(f"{reason}: {count}" for reason, count in report.skipped.items()) or "no messages"
             raise ReplayError(f"{bag}: no cloud on {points_topic} could be labelled ({reasons})")
         report.metrics = summarize(confusion, class_names, seen)
@@ -218,8 +225,9 @@ def replay_bag(
             writer = None
         return report
     finally:
-        if writer is not None:
+        if writer is not None:  # failed: the output is incomplete, and this replay created its folder
             writer.abort()
+            shutil.rmtree(out, ignore_errors=True)
         reader.close()
         if lookup_reader is not None:
             lookup_reader.close()
@@ -306,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out_storage=args.out_storage, progress=not args.no_progress,
         )
     except (BagError, CheckpointError, ValueError) as error:  # ReplayError is a BagError
-        print(f"replay: {one_line(error)}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     print(f"{report.sweeps} sweeps labelled, {report.evaluated} evaluated, {sum(report.skipped.values())} skipped")
     for reason, count in sorted(report.skipped.items()):
@@ -317,7 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_metrics_table(report.metrics, report.seen))
     print(format_latency(report.latency_ms()))
     if args.metrics is not None:
-        write_metrics_json(report.summary(), report.class_names, report.seen, args.metrics)
+        try:
+            write_metrics_json(report.summary(), report.class_names, report.seen, args.metrics)
+        except OSError as error:
+            print(f"error: cannot write the metrics to {args.metrics}: {error.strerror or error}", file=sys.stderr)
+            return 1
         print(f"metrics written to {args.metrics}")
     return 0
 

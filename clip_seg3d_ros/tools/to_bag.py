@@ -5,19 +5,24 @@
     python -m clip_seg3d_ros.tools.to_bag --dataset nuscenes --root NUSCENES --scene-names scene-0061 --out nu
     python -m clip_seg3d_ros.tools.to_bag --dataset folder --root MY_DATA --out mine --storage sqlite3
 
-Topics, stamps and metadata: :mod:`clip_seg3d_ros.ros.bag_writer`, which writes the bag.
+Topics, stamps and metadata: :mod:`clip_seg3d_ros.ros.bag_writer`, which writes the bag. An unusable input (no
+or a wrong dataset root, a malformed dataset file, an existing --out) is one ``error: ...`` line on stderr and
+exit status 1, no traceback, and no partial bag left behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import yaml
 from rosbags.rosbag2 import WriterError
 
 from clip_seg3d_ros.datasets.sample import Sample
+from clip_seg3d_ros.ros.bag_reader import BagError, one_line
 from clip_seg3d_ros.ros.bag_writer import DEFAULT_BASE_TIME_S, STORAGES, write_bag
 
 
@@ -32,6 +37,8 @@ def load_samples(args: argparse.Namespace) -> tuple[Iterable[Sample], int, list[
         return (world.scene(i) for i in range(count)), count, world.class_names, base_time
     if args.root is None:
         raise ValueError(f"--dataset {args.dataset} needs --root")
+    if not args.root.is_dir():
+        raise FileNotFoundError(f"--root {args.root}: no such folder")
     if args.dataset == "semantickitti":
         from clip_seg3d_ros.datasets.semantickitti import SemanticKITTI
 
@@ -52,18 +59,25 @@ def load_samples(args: argparse.Namespace) -> tuple[Iterable[Sample], int, list[
     return samples, count, list(dataset.class_names), base_time
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=["synthetic", "semantickitti", "nuscenes", "folder"])
     parser.add_argument("--root", type=Path, help="dataset root (not for synthetic)")
     parser.add_argument("--out", required=True, type=Path, help="the bag folder to create (must not exist)")
     parser.add_argument("--storage", default="mcap", choices=sorted(STORAGES))
-    parser.add_argument("--scenes", type=int, default=10, help="synthetic: number of scenes (default 10)")
+    parser.add_argument("--scenes", type=_positive_int, default=10, help="synthetic: number of scenes (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic: world seed")
     parser.add_argument("--sequences", nargs="+", default=["08"], help="SemanticKITTI sequences (default 08)")
     parser.add_argument("--version", default="v1.0-mini", help="nuScenes version folder (default v1.0-mini)")
     parser.add_argument("--scene-names", nargs="+", help="nuScenes scene names (default: all)")
-    parser.add_argument("--limit", type=int, help="write at most this many sweeps")
+    parser.add_argument("--limit", type=_positive_int, help="write at most this many sweeps")
     parser.add_argument("--no-images", action="store_true", help="LiDAR and ground truth only")
     parser.add_argument("--lidar-frame", default="lidar", help="frame_id of the clouds (default lidar)")
     parser.add_argument("--base-time", type=int, help="seconds added to the data's timestamps (default "
@@ -74,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    existed = args.out.exists()
     try:
         samples, count, class_names, base_time = load_samples(args)
         summary = write_bag(
@@ -81,8 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             base_time_s=base_time if args.base_time is None else args.base_time, period_s=args.period,
             class_names=class_names, total=count,
         )
-    except (FileNotFoundError, ValueError, WriterError) as error:
-        print(f"to_bag: {error}", file=sys.stderr)
+    except (OSError, ValueError, WriterError, BagError, yaml.YAMLError) as error:  # JSON errors are ValueErrors
+        if not existed:  # a sample that failed mid-bag: the writer aborted, leaving an unreadable folder
+            shutil.rmtree(args.out, ignore_errors=True)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
     topics = ", ".join(f"{topic} {count}" for topic, count in sorted(summary.messages.items()))
     print(f"wrote {len(summary.sweep_stamps)} sweeps to {summary.path}: {topics}")
