@@ -321,7 +321,8 @@ def test_malformed_clouds_are_skipped_and_counted_by_reason(samples, checkpoint,
 def _assert_fails_in_one_line(arguments: list[str], message: str, capsys) -> None:
     assert main([*arguments, "--no-progress"]) == 1
     error = capsys.readouterr().err.strip()
-    assert message in error and "Traceback" not in error and len(error.splitlines()) == 1, error
+    assert error.startswith("error: ") and message in error, error
+    assert "Traceback" not in error and len(error.splitlines()) == 1, error
 
 
 def test_missing_bag_is_one_clear_error(tmp_path, checkpoint, capsys):
@@ -398,3 +399,62 @@ def test_replay_takes_the_nodes_settings(bag, checkpoint, tmp_path):
     assert runtime.class_names == ["road", "car"]
     with pytest.raises(ValueError, match="score_threshold"):
         node_runtime(checkpoint, score_threshold=1.5)
+
+
+def test_empty_clouds_are_their_own_skip_reason(samples, checkpoint, tmp_path):
+    """A recorder writes width-0 clouds (a Humble bag had one): skipped as "empty cloud", never "labelled"."""
+    empty = _cloud(np.zeros((0, 4), dtype=np.float32), BASE_NS)
+    assert (empty.height, empty.width, len(empty.data)) == (1, 0, 0)
+    path = tmp_path / "with_empty"
+    _write_raw_bag(path, [(BASE_NS, empty), (BASE_NS + 10**8, _cloud(samples[0].points, BASE_NS + 10**8))])
+    report = replay_bag(path, node_runtime(checkpoint), progress=False)
+    assert (report.sweeps, dict(report.skipped)) == (1, {"empty cloud": 1})
+
+
+def test_huge_layouts_are_a_named_reason_not_undecodable(samples, checkpoint, tmp_path):
+    """point_step / offset / width >= 2**31 are legal uint32s that numpy cannot hold ("won't fit into a C int")."""
+    huge_step = _cloud(samples[0].points, BASE_NS + 10**8)
+    huge_step.point_step = 2**31
+    huge_offset = _cloud(samples[0].points, BASE_NS + 2 * 10**8)
+    huge_offset.fields[3].offset = 2**32 - 1
+    huge_width = _cloud(samples[0].points, BASE_NS + 3 * 10**8)
+    huge_width.width = 2**31
+    good = _cloud(samples[0].points, BASE_NS)
+    path = tmp_path / "huge"
+    _write_raw_bag(path, [(BASE_NS + i * 10**8, m) for i, m in enumerate([good, huge_step, huge_offset, huge_width])])
+    report = replay_bag(path, node_runtime(checkpoint), progress=False)
+    assert (report.sweeps, dict(report.skipped)) == (1, {"malformed cloud: layout too large": 3})
+
+
+def _failing_checkpoint(checkpoint: Path, folder: Path) -> Path:
+    """A valid checkpoint that fails on every sweep: 1 nm voxels put every point beyond the voxel grid."""
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["model_config"]["voxel_size"] = 1e-9
+    torch.save(payload, folder / "nanometre.pt")
+    return folder / "nanometre.pt"
+
+
+def test_a_replay_that_labels_nothing_fails_in_one_line_and_leaves_no_bag(bag, samples, checkpoint, tmp_path,
+                                                                          capsys):
+    out = tmp_path / "labelled"
+    _assert_fails_in_one_line([str(bag), "--checkpoint", str(_failing_checkpoint(checkpoint, tmp_path)),
+                               "--out", str(out)], "no cloud on /points could be labelled (processing failed: 3)",
+                              capsys)
+    assert not out.exists()
+
+    empty_only = tmp_path / "empty_only"
+    _write_raw_bag(empty_only, [(BASE_NS + i, _cloud(np.zeros((0, 4), dtype=np.float32), BASE_NS + i))
+                                for i in range(2)])
+    _assert_fails_in_one_line([str(empty_only), "--checkpoint", str(checkpoint), "--out", str(out)],
+                              "no cloud on /points could be labelled (empty cloud: 2)", capsys)
+    assert not out.exists()
+
+
+def test_an_existing_output_folder_survives_a_failed_replay(bag, checkpoint, tmp_path, capsys):
+    """Replay removes only the output it created itself."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    _assert_fails_in_one_line([str(bag), "--checkpoint", str(checkpoint), "--out", str(out)], "exists already",
+                              capsys)
+    assert (out / "keep.txt").read_text() == "mine"
