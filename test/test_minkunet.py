@@ -12,6 +12,7 @@ from clip_seg3d_ros.sparse import SparseTensor
 from clip_seg3d_ros.voxelize import voxelize
 
 
+@pytest.mark.slow  # a short training run (~25 s)
 def test_small_preset_overfits_the_real_scan(kitti_scan):
     points, labels, names = kitti_scan
     crop = (np.linalg.norm(points[:, :2], axis=1) < 12.0) & (labels > 0)  # ~63k labelled points

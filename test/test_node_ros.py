@@ -58,7 +58,7 @@ def graph(checkpoint):
     yield node, probe
     executor.shutdown()
     spinner.join(timeout=5)
-    node.shutdown()
+    node.close()
     node.destroy_node()
     probe.destroy_node()
     rclpy.try_shutdown()

@@ -15,7 +15,8 @@ ROS_ROOTS = {
     "vision_msgs", "rcl_interfaces", "launch", "launch_ros", "launch_testing",
 }
 # The only modules that may import ROS: the rclpy nodes.
-NODE_MODULES = ("clip_seg3d_ros/nodes/segment_node.py", "clip_seg3d_ros/nodes/evaluate_node.py")
+NODE_MODULES = ("clip_seg3d_ros/nodes/segment_node.py", "clip_seg3d_ros/nodes/evaluate_node.py",
+                "clip_seg3d_ros/nodes/main.py")
 ROLES = {"sparse", "models", "geometry", "datasets", "synthetic", "teacher", "evaluation", "runtime", "ros", "nodes",
          "training", "tools"}
 

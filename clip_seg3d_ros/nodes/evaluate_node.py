@@ -23,8 +23,6 @@ import sys
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
@@ -34,9 +32,9 @@ try:
 except ImportError:  # vision_msgs without LabelInfo: predictions are taken as indices into the ground truth's classes
     LabelInfo = None
 
-from clip_seg3d_ros.checkpoint import CheckpointError
 from clip_seg3d_ros.evaluation.stream import StreamEvaluator, ground_truth_classes
 from clip_seg3d_ros.evaluation.summary import format_metrics_table, write_metrics_json
+from clip_seg3d_ros.nodes.main import run_node
 from clip_seg3d_ros.ros.label_info import class_names_from_label_info
 from clip_seg3d_ros.ros.pointcloud2 import PointCloud2Error, read_labels
 from clip_seg3d_ros.ros.tf import stamp_to_ns
@@ -124,6 +122,11 @@ class EvaluateNode(Node):
             + format_metrics_table(evaluator.metrics(), evaluator.seen)
         )
 
+    def close(self) -> None:
+        """The final report and metrics.json (at the end of the run, also after Ctrl-C)."""
+        self.report()
+        self.write()
+
     def write(self) -> None:
         if self.output and self.evaluator.sweeps:
             path = write_metrics_json(self.evaluator.metrics(), self.evaluator.class_names, self.evaluator.seen,
@@ -131,25 +134,13 @@ class EvaluateNode(Node):
             self.get_logger().info(f"wrote {path}")
 
 
+def spin_until_finished(node: EvaluateNode) -> None:
+    while rclpy.ok() and not node.finished:
+        rclpy.spin_once(node, timeout_sec=0.5)
+
+
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = EvaluateNode()
-        while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.5)
-    except (CheckpointError, ValueError) as error:
-        get_logger(NODE_NAME).fatal(f"cannot start: {error}")
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.report()
-            node.write()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, EvaluateNode, spin_until_finished, args)
 
 
 if __name__ == "__main__":

@@ -47,8 +47,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from message_filters import ApproximateTimeSynchronizer, Subscriber
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
@@ -61,9 +59,9 @@ try:
 except ImportError:  # vision_msgs without LabelInfo (older than 4.1): the label map is not published
     LabelInfo = VisionClass = None
 
-from clip_seg3d_ros.checkpoint import CheckpointError
 from clip_seg3d_ros.evaluation.colors import class_colors, label_colors
 from clip_seg3d_ros.nodes.latest_slot import LatestSlot
+from clip_seg3d_ros.nodes.main import run_node
 from clip_seg3d_ros.nodes.settings import DESCRIPTIONS as NODE_DESCRIPTIONS
 from clip_seg3d_ros.nodes.settings import NODE_NAME, NodeSettings, camera_info_topic
 from clip_seg3d_ros.nodes.sweep_stats import ERROR, OK, WARN, SweepStatistics
@@ -294,7 +292,7 @@ class SegmentationNode(Node):
 
     # --- shutdown ------------------------------------------------------------------------------------------------
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         """Stop the worker and free the model (GPU memory included)."""
         self.slot.close()
         self._worker.join(timeout=10.0)
@@ -302,22 +300,7 @@ class SegmentationNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SegmentationNode()
-        rclpy.spin(node)
-    except (CheckpointError, ValueError) as error:
-        get_logger(NODE_NAME).fatal(f"cannot start: {error}")
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, SegmentationNode, rclpy.spin, args)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import open_clip
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -175,6 +176,11 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
     if config.teacher.kind == "synthetic" and config.data.dataset != "synthetic":
         raise ConfigError("teacher.kind: the synthetic teacher only works on the synthetic world; use open_clip")
+    if config.teacher.kind == "open_clip" and config.teacher.model_name not in open_clip.list_models():
+        raise ConfigError(f"teacher.model_name: {config.teacher.model_name!r} is not an open_clip model "
+                          "(e.g. ViT-B-16; open_clip.list_models() has them all)")
+    if config.data.synthetic_cameras < 1:
+        raise ConfigError("data.synthetic_cameras must be at least 1")
     schedule = config.schedule
     if schedule.epochs < 0 or schedule.self_training_rounds < 0 or schedule.self_training_epochs < 1:
         raise ConfigError("schedule: epochs and self_training_rounds must be >= 0, self_training_epochs >= 1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, Sample
 from clip_seg3d_ros.geometry.camera import pixel_cells, project_points
 from clip_seg3d_ros.teacher import DenseTeacher, OpenClipTeacher, SyntheticTeacher
 from clip_seg3d_ros.teacher.pseudo_labels import dense_pseudo_labels
-from clip_seg3d_ros.training.config import AugmentSettings, DataSettings, TeacherSettings, TrainConfig
+from clip_seg3d_ros.training.config import AugmentSettings, ConfigError, DataSettings, TeacherSettings, TrainConfig
 from clip_seg3d_ros.vocabulary import Vocabulary
 
 
@@ -71,14 +72,20 @@ class SyntheticScenes:
 
 
 def build_split(data: DataSettings, split: str, with_images: bool = True) -> Sequence[Sample]:
-    """The sweeps of ``split`` ("train" or "val"): a sequence of Samples with a ``class_names`` attribute."""
+    """The sweeps of ``split`` ("train" or "val"): a sequence of Samples with a ``class_names`` attribute.
+
+    Only finds the sweeps (cheap); a missing root is a ConfigError, a root without the sweeps of the split a
+    FileNotFoundError from the data set, which names the folder it looked in.
+    """
     names = data.train_split if split == "train" else data.val_split
     if data.dataset == "synthetic":
         start = 0 if split == "train" else data.synthetic_train_scenes
         count = data.synthetic_train_scenes if split == "train" else data.synthetic_val_scenes
         return SyntheticScenes(data.synthetic_seed, range(start, start + count), data.synthetic_cameras)
     if not data.root:
-        raise ValueError(f"data.root: the {data.dataset} data set needs its root folder")
+        raise ConfigError(f"data.root: the {data.dataset} data set needs its root folder")
+    if not Path(data.root).is_dir():
+        raise ConfigError(f"data.root: {data.root} is not a folder")
     if data.dataset == "semantickitti":
         from clip_seg3d_ros.datasets.semantickitti import SemanticKITTI
 
@@ -90,7 +97,10 @@ def build_split(data: DataSettings, split: str, with_images: bool = True) -> Seq
                         cameras=data.cameras or CAMERAS, with_images=with_images)
     from clip_seg3d_ros.datasets.folder import FolderDataset
 
-    return ConcatSamples([FolderDataset(f"{data.root}/{name}") for name in names] or [FolderDataset(data.root)])
+    try:
+        return ConcatSamples([FolderDataset(f"{data.root}/{name}") for name in names] or [FolderDataset(data.root)])
+    except ValueError as error:  # a malformed calib.yaml, or folders with different classes: the data's fault
+        raise ConfigError(f"data.root: {error}") from error
 
 
 def nuscenes_scene_names(names: Sequence[str]) -> list[str]:
@@ -104,10 +114,10 @@ def nuscenes_scene_names(names: Sequence[str]) -> list[str]:
         try:
             from nuscenes.utils.splits import create_splits_scenes
         except ImportError as error:
-            raise ValueError(f"data split {name!r} needs the nuScenes devkit: pip install nuscenes-devkit") from error
+            raise ConfigError(f"data split {name!r} needs the nuScenes devkit: pip install nuscenes-devkit") from error
         splits = create_splits_scenes()
         if name[6:] not in splits:
-            raise ValueError(f"unknown nuScenes split {name[6:]!r}; the devkit knows {sorted(splits)}")
+            raise ConfigError(f"unknown nuScenes split {name[6:]!r}; the devkit knows {sorted(splits)}")
         scenes.extend(splits[name[6:]])
     return scenes
 
@@ -138,10 +148,10 @@ def build_teacher(settings: TeacherSettings, device: str | torch.device = "cpu")
 
 
 def class_flags(class_names: Sequence[str], unseen: Sequence[str]) -> np.ndarray:
-    """(C,) bool, True for seen classes; an unknown unseen class is a ValueError listing the known ones."""
+    """(C,) bool, True for seen classes; an unknown unseen class is a ConfigError listing the known ones."""
     unknown = sorted(set(unseen) - set(class_names))
     if unknown:
-        raise ValueError(f"data.unseen_classes: unknown classes {unknown}; this data set has {list(class_names)}")
+        raise ConfigError(f"data.unseen_classes: unknown classes {unknown}; this data set has {list(class_names)}")
     return np.array([name not in unseen for name in class_names])
 
 
@@ -243,9 +253,15 @@ class RunData:
 
 
 def prepare_data(config: TrainConfig, device: torch.device) -> RunData:
-    """The teacher, the class vocabulary (CLIP text embeddings) and the train / validation splits."""
-    teacher = build_teacher(config.teacher, device)
+    """The train / validation splits, the teacher and the class vocabulary (CLIP text embeddings).
+
+    Cheap before expensive: the splits only find the sweeps and the unseen classes are checked against the
+    data set's, so a wrong data root or class name is reported before CLIP loads.
+    """
     train_samples = build_split(config.data, "train")
+    val_samples = build_split(config.data, "val", with_images=False)
+    class_flags(train_samples.class_names, config.data.unseen_classes)
+    teacher = build_teacher(config.teacher, device)
     preparer = SamplePreparer(teacher, config, train_samples.class_names)
     vocabulary = Vocabulary(
         names=preparer.class_names,
@@ -255,9 +271,8 @@ def prepare_data(config: TrainConfig, device: torch.device) -> RunData:
     )
     clip_model = "synthetic" if config.teacher.kind == "synthetic" else f"{config.teacher.model_name}/" \
                                                                          f"{config.teacher.pretrained}"
-    return RunData(train=PreparedSplit(train_samples, preparer, config.data.cache_in_memory),
-                   val=build_split(config.data, "val", with_images=False), vocabulary=vocabulary,
-                   clip_model=clip_model)
+    return RunData(train=PreparedSplit(train_samples, preparer, config.data.cache_in_memory), val=val_samples,
+                   vocabulary=vocabulary, clip_model=clip_model)
 
 
 def augment_points(points: np.ndarray, settings: AugmentSettings, rng: np.random.Generator) -> np.ndarray:

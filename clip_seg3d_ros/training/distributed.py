@@ -13,6 +13,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from clip_seg3d_ros.device import resolve_device
+from clip_seg3d_ros.training.config import ConfigError
+
 
 @dataclass(frozen=True)
 class ProcessGroup:
@@ -32,6 +35,15 @@ class ProcessGroup:
 def local_rank() -> int:
     """This process's index on its machine under torchrun (its GPU), 0 for a single process."""
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def process_device(name: str) -> torch.device:
+    """This process's device for ``name`` (auto, cpu, cuda, cuda:N): under torchrun a bare 'cuda' is the GPU of
+    its LOCAL_RANK. An unusable device is a ConfigError, which the training scripts report in one line."""
+    try:
+        return resolve_device(name, local_rank())
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
 
 
 def init_process_group(device: torch.device) -> ProcessGroup:

@@ -3,7 +3,8 @@
 - one sweep's losses (:func:`sample_losses`) and the per-voxel targets they are taken against;
 - the order of the sweeps and the learning-rate schedule (:func:`epoch_order`, :func:`learning_rate_factor`);
 - self-training: which round an epoch belongs to, and the labels the model gives itself at a round's start;
-- checkpoints (:func:`run_checkpoint`, :func:`resume_from`) and the validation (:func:`evaluate`).
+- checkpoints (:func:`run_checkpoint`, :func:`resumable_checkpoint`, :func:`resume_from`) and the validation
+  (:func:`evaluate`).
 
 Everything random is derived from (seed, epoch, sample index), never from a process-wide generator, so that a
 resumed run, a run on two processes and a run on one process see the same sweeps in the same augmentations
@@ -193,11 +194,10 @@ def training_state(epoch: int, optimizer: torch.optim.Optimizer, scheduler) -> d
     return {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
 
 
-def resume_from(path: Path, config: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                scheduler) -> int:
-    """Load ``path`` (a last.pt) into the model, optimiser and scheduler; returns the epoch to continue with.
-
-    The same config is required: a run continued with another one would be neither of the two.
+def resumable_checkpoint(path: Path, config: TrainConfig) -> Checkpoint:
+    """The last.pt at ``path`` that --resume continues, checked (cheap) before the run loads data and CLIP: it
+    must load, hold a training state and come from the same config (a run continued with another one would
+    be neither of the two). Anything else is a ResumeError.
     """
     try:
         saved = load_checkpoint(path)
@@ -208,6 +208,12 @@ def resume_from(path: Path, config: TrainConfig, model: torch.nn.Module, optimiz
     if config_from_dict(saved.train_config) != config:
         raise ResumeError(f"cannot resume: {path} was trained with another config (compare "
                           f"{path.parent / 'config.yaml'}); start a new run folder instead")
+    return saved
+
+
+def resume_from(saved: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> int:
+    """Load ``saved`` (see :func:`resumable_checkpoint`) into the model, optimiser and scheduler; returns the
+    epoch to continue with."""
     model.load_state_dict(saved.model_state)
     optimizer.load_state_dict(saved.training_state["optimizer"])
     scheduler.load_state_dict(saved.training_state["scheduler"])
