@@ -145,7 +145,9 @@ def load_model(path: str | os.PathLike) -> tuple[Checkpoint, PointSegmentationNe
     try:
         model = checkpoint.build_model()
     except (RuntimeError, TypeError, ValueError) as error:  # load_state_dict: missing/unexpected keys, wrong shapes
-        raise CheckpointError(f"{path}: weights do not fit the model config: {error}") from error
+        detail = " ".join(str(error).split())  # PyTorch lists one problem a line: one line, the first ones
+        detail = detail if len(detail) <= 400 else detail[:400] + " ..."
+        raise CheckpointError(f"{path}: weights do not fit the model config: {detail}") from error
     return checkpoint, model
 
 
@@ -165,21 +167,20 @@ def _unloadable_reason(path: Path, error: Exception) -> str:
         return (f"not loaded: the file holds Python objects a checkpoint may not contain (Unsupported global: "
                 f"GLOBAL {unsupported.group(1)}); clip_seg3d_ros checkpoints never do, so this file was not "
                 "written by clip_seg3d_ros or has been tampered with")
-    if isinstance(error, OSError):
-        return f"cannot read the file: {error.strerror or error}"
     try:
         with open(path, "rb") as handle:
             is_zip = handle.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
-    except OSError:
-        is_zip = False
-    if is_zip and isinstance(error, RuntimeError):
+    except OSError as unreadable:
+        return f"cannot read the file: {unreadable.strerror or unreadable}"
+    if not is_zip:
+        return "not a checkpoint (not a PyTorch file, or corrupt)"
+    detail = ""
+    if isinstance(error, RuntimeError):  # a truncated file can also give OSError(EINVAL), which says nothing
         # PyTorch's zip reader: "PytorchStreamReader failed reading zip archive: failed finding central
         # directory. This is an internal miniz error. ..." - the first sentence is the useful part.
         detail = re.sub(r"^\[enforce fail[^\]]*\]\s*\.?\s*", "", str(error).strip()).split(". ")[0].strip()
-        return f"truncated or corrupt checkpoint (a damaged PyTorch file: {detail}); write or copy it again"
-    if is_zip:
-        return "truncated or corrupt checkpoint (a damaged PyTorch file); write or copy it again"
-    return "not a checkpoint (not a PyTorch file, or corrupt)"
+    detail = f": {detail}" if detail else ""
+    return f"truncated or corrupt checkpoint (a damaged PyTorch file{detail}); write or copy it again"
 
 
 # -- the schema: one function per part, each raising _SchemaError naming the field ---------------------------------
@@ -195,7 +196,7 @@ def _invalid(name: str, requirement: str, value=None, *, got: str | None = None)
 
 def _describe(value) -> str:
     if isinstance(value, torch.Tensor):
-        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+        return f"a tensor of dtype {str(value.dtype).removeprefix('torch.')} and shape {tuple(value.shape)}"
     if value is None:
         return "None"
     if isinstance(value, (bool, int, float)):

@@ -14,28 +14,30 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from train import DEFAULT_CONFIG, train  # training/train.py: Python puts this script's folder on sys.path
+# training/train.py: Python puts this script's folder on sys.path
+from train import DEFAULT_CONFIG, EXPECTED_ERRORS, train
 
-from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.training.benchmark import VARIANTS, format_table, teacher_reference, variant_config, write_results
-from clip_seg3d_ros.training.config import ConfigError, load_config
+from clip_seg3d_ros.training.config import load_config
 from clip_seg3d_ros.training.data import RunData, prepare_data
+from clip_seg3d_ros.training.distributed import process_device
 
 
 def run_benchmark(out_dir: str | Path, config_path: str | Path | None = None, overrides: Sequence[str] = (),
                   variants: Sequence[str] = tuple(VARIANTS), progress: bool = True) -> dict:
     """Train every variant into ``out_dir/<variant>`` and return {variant: metrics}, plus "teacher".
 
-    Variants with the same setting share the prepared data (scenes and teacher outputs are made once).
+    Variants with the same setting share the prepared data (scenes and teacher outputs are made once). Every
+    variant's config is made first, so that one that cannot run is reported before any training.
     """
     out_dir = Path(out_dir)
     base = load_config(config_path, list(overrides))
+    configs = {variant: variant_config(base, overrides, config_path, variant) for variant in variants}
     shared: dict[str, RunData] = {}
     results: dict[str, dict] = {}
-    for variant in variants:
-        config = variant_config(base, overrides, config_path, variant)
+    for variant, config in configs.items():
         if config.setting not in shared:
-            shared[config.setting] = prepare_data(config, resolve_device(config.device))
+            shared[config.setting] = prepare_data(config, process_device(config.device))
         started = time.perf_counter()
         metrics = train(config, out_dir / variant, data=shared[config.setting], progress=progress)
         metrics["seconds"] = time.perf_counter() - started
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         results = run_benchmark(args.out, args.config, args.overrides, args.variants, progress=not args.quiet)
-    except (ConfigError, ValueError) as error:
+    except EXPECTED_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_table(results))

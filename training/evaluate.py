@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 from clip_seg3d_ros.checkpoint import CheckpointError, load_checkpoint
-from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.evaluation.report import evaluate_segmenter, write_report
 from clip_seg3d_ros.evaluation.summary import format_metrics_table
 from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.training.config import ConfigError, config_from_dict, load_config
 from clip_seg3d_ros.training.data import build_split, class_flags
+from clip_seg3d_ros.training.distributed import process_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,19 +37,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        # Cheap before expensive: the device, the checkpoint's fields and config, the validation sweeps; only
+        # then the model is built and run.
+        device = process_device(args.device)
         checkpoint = load_checkpoint(args.checkpoint)
         if args.config is not None:
             config = load_config(args.config, args.overrides)
         else:
             config = config_from_dict(checkpoint.train_config, args.overrides)
-        bias = config.eval.calibration_bias if args.calibration_bias is None else args.calibration_bias
-        segmenter = Segmenter.from_checkpoint(args.checkpoint, device=resolve_device(args.device),
-                                              calibration_bias=bias)
         samples = build_split(config.data, "val", with_images=False)
         seen = class_flags(samples.class_names, config.data.unseen_classes)
+        bias = config.eval.calibration_bias if args.calibration_bias is None else args.calibration_bias
+        segmenter = Segmenter.from_checkpoint(args.checkpoint, device=device, calibration_bias=bias)
         result = evaluate_segmenter(segmenter, samples, seen, num_bev=config.eval.num_bev, progress=not args.quiet)
         write_report(result, args.out)
-    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as error:
+    # What a user can get wrong, each one line; anything else is a bug and keeps its traceback.
+    except (CheckpointError, ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_metrics_table(result.metrics, result.seen))

@@ -4,10 +4,13 @@ With no arguments it trains on the synthetic world (config/train/synthetic.yaml)
 a few minutes on a laptop CPU. Under ``torchrun --nproc_per_node N`` the same command trains with
 DistributedDataParallel. ``--resume`` continues the run in ``--out`` after its last finished epoch.
 
-A run, top to bottom in :func:`train`: device and process group; data (teacher, vocabulary, splits); model,
-optimiser and schedule; resume; the epochs (self-training labels at the start of each round, the steps,
-TensorBoard, train_log.json, last.pt); the final evaluation and model.pt. The pieces it calls are in
-clip_seg3d_ros/training/ (steps.py: one sweep's losses, the schedule, self-training labels, checkpoints).
+A run, top to bottom in :func:`train`: device and process group; the last.pt a resume continues (checked
+before anything expensive); data (splits, teacher, vocabulary); model, optimiser and schedule; resume; the run
+folder (made only now); the epochs (self-training labels at the start of each round, the steps, TensorBoard,
+train_log.json, last.pt); the final evaluation and model.pt. The pieces it calls are in clip_seg3d_ros/training/
+(steps.py: one sweep's losses, the schedule, self-training labels, checkpoints).
+
+Every expected failure (see EXPECTED_ERRORS) is one ``error: ...`` line and exit code 2.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from clip_seg3d_ros.checkpoint import save_checkpoint
-from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.evaluation.summary import format_metrics_table
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
+from clip_seg3d_ros.teacher import TeacherWeightsError
 from clip_seg3d_ros.training.config import ConfigError, TrainConfig, load_config, save_config
 from clip_seg3d_ros.training.data import RunData, prepare_data
-from clip_seg3d_ros.training.distributed import all_reduce_sum, barrier, init_process_group, local_rank
+from clip_seg3d_ros.training.distributed import all_reduce_sum, barrier, init_process_group, process_device
 from clip_seg3d_ros.training.steps import (
     FINAL_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -44,6 +47,7 @@ from clip_seg3d_ros.training.steps import (
     evaluate,
     learning_rate_factor,
     make_self_training_labels,
+    resumable_checkpoint,
     resume_from,
     run_checkpoint,
     sample_losses,
@@ -68,19 +72,23 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dat
     :func:`prepare_data` for this config's data and teacher (the benchmark shares it between runs).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     # Device and process group. Under torchrun each process is one rank of a DistributedDataParallel run, on its
     # own GPU (LOCAL_RANK); alone, it is a group of one and every collective below does nothing. A step's sweeps
     # are dealt out to the processes, so they must divide evenly for every process to take the same steps.
-    device = resolve_device(config.device, local_rank())
+    device = process_device(config.device)
     group = init_process_group(device)
     if config.optim.samples_per_step % group.world_size:
-        raise ValueError(f"optim.samples_per_step={config.optim.samples_per_step} must be a multiple of the "
-                         f"{group.world_size} processes")
+        raise ConfigError(f"optim.samples_per_step={config.optim.samples_per_step} must be a multiple of the "
+                          f"{group.world_size} processes")
 
-    # Data. The teacher embeds the class names once (its text embeddings are the classifier of the 3D head, as of
-    # the 2D one); the training sweeps get their dense CLIP features and projected pseudo labels on first use.
+    # What --resume continues, checked before the data and CLIP load: a folder without a usable last.pt, or
+    # one trained with another config, is one clear error at once.
+    saved = resumable_checkpoint(out_dir / LAST_CHECKPOINT, config) if resume else None
+
+    # Data. The splits come first (finding the sweeps is cheap, loading CLIP is not). The teacher embeds the class
+    # names once (its text embeddings are the classifier of the 3D head, as of the 2D one); the training sweeps
+    # get their dense CLIP features and projected pseudo labels on first use.
     data = data or prepare_data(config, device)
     text = data.vocabulary.text_embeddings.to(device)
 
@@ -100,14 +108,15 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dat
     # Resume: last.pt holds the model, optimiser and scheduler after the last finished epoch, and the run goes on
     # with the next one. Nothing else needs restoring: every random choice comes from (seed, epoch, sweep), and
     # the self-training labels of the current round are on disk. The log keeps the epochs before that one.
-    start_epoch = 0
-    if resume:
-        start_epoch = resume_from(out_dir / LAST_CHECKPOINT, config, model, optimizer, scheduler)
+    start_epoch = 0 if saved is None else resume_from(saved, model, optimizer, scheduler)
     log_path = out_dir / "train_log.json"
     log = json.loads(log_path.read_text()) if resume and log_path.exists() else []
     log = [entry for entry in log if entry["epoch"] < start_epoch]
+
+    # The run folder, made only now: a run that fails before its first epoch leaves nothing behind.
     writer = None
     if group.is_main:  # one process writes the run folder
+        out_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, out_dir / "config.yaml")
         writer = SummaryWriter(str(out_dir / "tensorboard"))
 
@@ -208,12 +217,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# What a user can get wrong, each reported as one "error: ..." line: the config (and the device and data it
+# names), data folders without the sweeps, CLIP weights not on this machine, a run folder --resume cannot
+# continue. Anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (ConfigError, FileNotFoundError, TeacherWeightsError, ResumeError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
         metrics = train(config, args.out, resume=args.resume, progress=not args.quiet)
-    except (ConfigError, ResumeError, FileNotFoundError, ValueError) as error:
+    except EXPECTED_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if metrics:

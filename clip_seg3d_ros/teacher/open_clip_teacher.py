@@ -111,6 +111,21 @@ def resolve_weights(model_name: str, pretrained: str | None, weights_cache_dir: 
     )
 
 
+def _load_failure(error: Exception, limit: int = 300) -> str:
+    """Why open_clip could not load a weights file, in one line of at most ``limit`` characters.
+
+    Not PyTorch's weights_only refusal ("Re-running torch.load with weights_only set to False will likely
+    succeed"): that advice is wrong for a corrupt file and unsafe for one that holds code. A state-dict
+    mismatch lists every key over many lines: its start says enough.
+    """
+    message = " ".join(str(error).split())
+    if message.startswith("Weights only load failed"):
+        return "torch.load(weights_only=True) cannot read it: not a PyTorch state dict, corrupt, or it holds code"
+    if not message:  # e.g. StopIteration from open_clip on an empty state dict
+        return f"open_clip raised {type(error).__name__} (an empty or foreign state dict?)"
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
 def _hub_files(tag: dict) -> tuple[str, list[str]]:
     """The Hugging Face repository of an open_clip tag and its candidate files, safetensors first."""
     repo_id, filename = os.path.split(tag.get("hf_hub", ""))
@@ -230,7 +245,7 @@ class OpenClipTeacher:
             if source is None:
                 raise
             raise TeacherWeightsError(
-                f"could not load CLIP weights {pretrained!r} into {model_name}: {error}"
+                f"could not load CLIP weights {pretrained!r} into {model_name}: {_load_failure(error)}"
             ) from error
         self.model = model.eval().requires_grad_(False)
         self.model_name = model_name

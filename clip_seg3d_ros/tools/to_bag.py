@@ -99,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, WriterError, BagError, yaml.YAMLError) as error:  # JSON errors are ValueErrors
         if not existed:  # a sample that failed mid-bag: the writer aborted, leaving an unreadable folder
             shutil.rmtree(args.out, ignore_errors=True)
-        print(f"error: {one_line(error)}", file=sys.stderr)
+        # The datasets parse their YAML from text, so PyYAML's message names no file: name the root at least.
+        where = f"{args.root}: invalid YAML: " if isinstance(error, yaml.YAMLError) else ""
+        print(f"error: {where}{one_line(error)}", file=sys.stderr)
         return 1
     topics = ", ".join(f"{topic} {count}" for topic, count in sorted(summary.messages.items()))
     print(f"wrote {len(summary.sweep_stamps)} sweeps to {summary.path}: {topics}")

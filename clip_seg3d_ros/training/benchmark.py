@@ -20,7 +20,7 @@ from pathlib import Path
 
 from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, summarize
 from clip_seg3d_ros.evaluation.summary import json_compatible
-from clip_seg3d_ros.training.config import TrainConfig, load_config
+from clip_seg3d_ros.training.config import ConfigError, TrainConfig, load_config
 from clip_seg3d_ros.training.data import RunData, class_flags
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -41,7 +41,7 @@ def variant_config(base: TrainConfig, base_overrides: Sequence[str], config_path
     if variant in ("a", "b", "c", "d"):
         switches = [*switches, f"schedule.epochs={base.total_epochs}", "schedule.self_training_rounds=0"]
     elif base.schedule.self_training_rounds == 0:
-        raise ValueError(f"variant {variant} needs self-training: set schedule.self_training_rounds >= 1")
+        raise ConfigError(f"variant {variant} needs self-training: set schedule.self_training_rounds >= 1")
     return load_config(config_path, [*base_overrides, *switches])
 
 

@@ -74,8 +74,7 @@ class SyntheticScenes:
 def build_split(data: DataSettings, split: str, with_images: bool = True) -> Sequence[Sample]:
     """The sweeps of ``split`` ("train" or "val"): a sequence of Samples with a ``class_names`` attribute.
 
-    Only finds the sweeps (cheap); a missing root is a ConfigError, a root without the sweeps of the split a
-    FileNotFoundError from the data set, which names the folder it looked in.
+    Only finds the sweeps, which is cheap; a root that is missing or lacks them is a ConfigError.
     """
     names = data.train_split if split == "train" else data.val_split
     if data.dataset == "synthetic":
@@ -86,21 +85,22 @@ def build_split(data: DataSettings, split: str, with_images: bool = True) -> Seq
         raise ConfigError(f"data.root: the {data.dataset} data set needs its root folder")
     if not Path(data.root).is_dir():
         raise ConfigError(f"data.root: {data.root} is not a folder")
-    if data.dataset == "semantickitti":
-        from clip_seg3d_ros.datasets.semantickitti import SemanticKITTI
-
-        return SemanticKITTI(data.root, names, with_images=with_images)
-    if data.dataset == "nuscenes":
-        from clip_seg3d_ros.datasets.nuscenes import CAMERAS, NuScenes
-
-        return NuScenes(data.root, data.version, scenes=nuscenes_scene_names(names) or None,
-                        cameras=data.cameras or CAMERAS, with_images=with_images)
-    from clip_seg3d_ros.datasets.folder import FolderDataset
-
+    scenes = nuscenes_scene_names(names) if data.dataset == "nuscenes" else []
     try:
+        if data.dataset == "semantickitti":
+            from clip_seg3d_ros.datasets.semantickitti import SemanticKITTI
+
+            return SemanticKITTI(data.root, names, with_images=with_images)
+        if data.dataset == "nuscenes":
+            from clip_seg3d_ros.datasets.nuscenes import CAMERAS, NuScenes
+
+            return NuScenes(data.root, data.version, scenes=scenes or None, cameras=data.cameras or CAMERAS,
+                            with_images=with_images)
+        from clip_seg3d_ros.datasets.folder import FolderDataset
+
         return ConcatSamples([FolderDataset(f"{data.root}/{name}") for name in names] or [FolderDataset(data.root)])
-    except ValueError as error:  # a malformed calib.yaml, or folders with different classes: the data's fault
-        raise ConfigError(f"data.root: {error}") from error
+    except (FileNotFoundError, ValueError) as error:  # the data sets' words for a folder without these sweeps
+        raise ConfigError(f"data ({data.dataset} {split} split): {error}") from error
 
 
 def nuscenes_scene_names(names: Sequence[str]) -> list[str]:
