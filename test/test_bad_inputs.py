@@ -453,7 +453,7 @@ BENCH_CASES = [
     ("missing scan", ["--points", "{tmp}/absent.bin"], "absent.bin: No such file or directory"),
     ("scan is a folder", ["--points", "{tmp}"], "Is a directory"),
     ("bin of 7 floats", ["--points", "{seven}"], "not a whole number of 4-value points"),
-    ("npy of objects", ["--points", "{objects}"], "Object arrays cannot be loaded"),
+    ("npy of objects", ["--points", "{objects}"], "holds Python objects"),
     ("npy of shape (5,)", ["--points", "{flat}"], "expected (N, 3) or (N, 4) points, got (5,)"),
     ("random checkpoint", ["--checkpoint", "{random}"], "not a checkpoint (not a PyTorch file, or corrupt)"),
     ("missing checkpoint", ["--checkpoint", "{tmp}/absent.pt"], "no such checkpoint file"),
@@ -492,7 +492,7 @@ TO_BAG_CASES = [
     ("kitti root without scans", ["--dataset", "semantickitti", "--root", "{empty}"], "no scans in"),
     ("nuscenes root without tables", ["--dataset", "nuscenes", "--root", "{empty}"], "no nuScenes tables"),
     ("folder root without scans", ["--dataset", "folder", "--root", "{empty}"], "no .bin or .npy scans"),
-    ("calib.yaml not YAML", ["--dataset", "folder", "--root", "{bad_yaml}"], "bad_yaml: invalid YAML: while parsing"),
+    ("calib.yaml not YAML", ["--dataset", "folder", "--root", "{bad_yaml}"], "calib.yaml: not valid YAML: while parsing"),
     ("camera entry without K", ["--dataset", "folder", "--root", "{bad_camera}"], "invalid camera entry"),
     ("scan of 7 floats", ["--dataset", "folder", "--root", "{bad_scan}"], "not a whole number of 4-value points"),
     ("existing --out", ["--dataset", "synthetic", "--scenes", "1", "--no-images", "--out", "{empty}"], "exists"),
@@ -551,3 +551,29 @@ def test_replay_metrics_that_cannot_be_written_are_one_error_line(small_bag, goo
     assert replay.main([str(small_bag), "--checkpoint", str(good_checkpoint), "--metrics", f"{blocker}/m.json",
                         "--no-progress"]) == 1
     _assert_one_error_line(capsys, f"cannot write the metrics to {blocker}/m.json")
+
+
+def test_scan_files_that_are_not_points_are_one_clear_error(tmp_path):
+    from clip_seg3d_ros.datasets.scan_file import read_scan
+
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(np.random.default_rng(0).bytes(300))
+    objects = tmp_path / "objects.npy"
+    np.save(objects, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    words = tmp_path / "words.npy"
+    np.save(words, np.array([["a", "b", "c"]]))
+    for path, message in [(garbage, "not a numpy array"), (objects, "not a numpy array"), (words, "numbers")]:
+        with pytest.raises(ValueError, match=message) as caught:
+            read_scan(path)
+        assert "unsafe" not in str(caught.value)
+
+
+def test_a_folder_calibration_that_is_not_a_mapping_is_one_clear_error(tmp_path):
+    from clip_seg3d_ros.datasets.folder import FolderDataset
+
+    (tmp_path / "scans").mkdir()
+    np.zeros((4, 4), dtype=np.float32).tofile(tmp_path / "scans" / "a.bin")
+    for text, message in [("- a\n- b\n", "expected a mapping of classes"), ("classes: [car\n", "not valid YAML")]:
+        (tmp_path / "calib.yaml").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            FolderDataset(tmp_path)

@@ -34,7 +34,12 @@ class FolderDataset:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         calib_file = self.root / "calib.yaml"
-        config = yaml.safe_load(calib_file.read_text()) if calib_file.exists() else {}
+        try:
+            config = (yaml.safe_load(calib_file.read_text()) if calib_file.exists() else None) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{calib_file}: not valid YAML: {' '.join(str(error).split())}") from error
+        if not isinstance(config, dict):
+            raise ValueError(f"{calib_file}: expected a mapping of classes and cameras, got {type(config).__name__}")
         self.class_names = [str(name) for name in config.get("classes", [])]
         try:
             self.cameras = [

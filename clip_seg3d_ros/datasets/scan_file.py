@@ -12,7 +12,13 @@ def read_scan(path: str | Path, values_per_point: int = 4) -> np.ndarray:
     a .npy an (N, 3) or (N, >=4) array; a missing intensity becomes 0."""
     path = Path(path)
     if path.suffix == ".npy":
-        points = np.load(path).astype(np.float32)
+        try:  # never pickles: a scan is plain numbers (numpy's own message would advise loading it unsafely)
+            points = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError) as error:
+            raise ValueError(f"{path}: not a numpy array of points (corrupt, or it holds Python objects)") from error
+        if not np.issubdtype(points.dtype, np.number):
+            raise ValueError(f"{path}: points must be numbers, got dtype {points.dtype}")
+        points = points.astype(np.float32)
     else:
         points = np.fromfile(path, dtype=np.float32)
         if points.size % values_per_point:
