@@ -492,7 +492,7 @@ TO_BAG_CASES = [
     ("kitti root without scans", ["--dataset", "semantickitti", "--root", "{empty}"], "no scans in"),
     ("nuscenes root without tables", ["--dataset", "nuscenes", "--root", "{empty}"], "no nuScenes tables"),
     ("folder root without scans", ["--dataset", "folder", "--root", "{empty}"], "no .bin or .npy scans"),
-    ("calib.yaml not YAML", ["--dataset", "folder", "--root", "{bad_yaml}"], "calib.yaml: not valid YAML: while parsing"),
+    ("calib.yaml not YAML", ["--dataset", "folder", "--root", "{bad_yaml}"], "calib.yaml: not valid YAML"),
     ("camera entry without K", ["--dataset", "folder", "--root", "{bad_camera}"], "invalid camera entry"),
     ("scan of 7 floats", ["--dataset", "folder", "--root", "{bad_scan}"], "not a whole number of 4-value points"),
     ("existing --out", ["--dataset", "synthetic", "--scenes", "1", "--no-images", "--out", "{empty}"], "exists"),
