@@ -237,7 +237,8 @@ def config_from_dict(data: dict, overrides: list[str] | None = None) -> TrainCon
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
-        raise ConfigError(f"saved training config: {str(error).splitlines()[0]}") from error
+        raise ConfigError(f"saved training config: {str(error).splitlines()[0]} ({getattr(error, 'full_key', '')})") \
+            from error
     return validate(config)
 
 
