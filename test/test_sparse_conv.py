@@ -150,7 +150,9 @@ def test_hash_round_trip_and_lookup():
     index = CoordinateIndex(coords)
     queries = torch.tensor([[1, 16383, -16384, 0], [0, 1, 2, 4], [3, 0, 0, 0]])
     assert index.lookup(queries).tolist() == [1, -1, 2]
-    assert downsample_coords(coords, 4).tolist() == [[0, -8, 0, 4], [0, 0, 0, 0], [1, 16380, -16384, 0], [3, 0, 0, 0]]
+    coarse, parent = downsample_coords(coords, 4)
+    assert coarse.tolist() == [[0, -8, 0, 4], [0, 0, 0, 0], [1, 16380, -16384, 0], [3, 0, 0, 0]]
+    assert parent.tolist() == [0, 2, 3, 1]
 
 
 def test_kernel_maps_are_built_once_per_shape():

@@ -44,15 +44,14 @@ import threading
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from message_filters import ApproximateTimeSynchronizer, Subscriber
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float32
-from tf2_ros import Buffer, TransformException, TransformListener
 
 try:
     from vision_msgs.msg import LabelInfo, VisionClass
@@ -60,10 +59,20 @@ except ImportError:  # vision_msgs without LabelInfo (older than 4.1): the label
     LabelInfo = VisionClass = None
 
 from clip_seg3d_ros.evaluation.colors import class_colors, label_colors
+from clip_seg3d_ros.nodes.camera_buffer import CameraBuffer
 from clip_seg3d_ros.nodes.latest_slot import LatestSlot
 from clip_seg3d_ros.nodes.main import run_node
 from clip_seg3d_ros.nodes.settings import DESCRIPTIONS as NODE_DESCRIPTIONS
-from clip_seg3d_ros.nodes.settings import NODE_NAME, NodeSettings, camera_info_topic
+from clip_seg3d_ros.nodes.settings import (
+    EXTRINSICS_DESCRIPTIONS,
+    EXTRINSICS_KEYS,
+    NODE_NAME,
+    NodeSettings,
+    camera_info_topic,
+    camera_name,
+    extrinsics_parameter,
+    lidar_to_camera_from_parameters,
+)
 from clip_seg3d_ros.nodes.sweep_stats import ERROR, OK, WARN, SweepStatistics
 from clip_seg3d_ros.ros.camera_frame import camera_frame_from_messages
 from clip_seg3d_ros.ros.label_info import label_info_fields
@@ -74,7 +83,7 @@ from clip_seg3d_ros.ros.pointcloud2 import (
     create_rgb_cloud,
     read_xyz_intensity,
 )
-from clip_seg3d_ros.ros.tf import transform_to_matrix
+from clip_seg3d_ros.ros.tf import stamp_to_ns, transform_to_matrix
 from clip_seg3d_ros.runtime.processor import STAGES
 from clip_seg3d_ros.runtime.runtime import SegmentRuntime
 from clip_seg3d_ros.runtime.settings import DESCRIPTIONS as RUNTIME_DESCRIPTIONS
@@ -100,7 +109,6 @@ class SegmentationNode(Node):
         self.slot: LatestSlot[tuple] = LatestSlot()
         self.cloud_types = PointCloud2Types.from_rclpy()
         self._palettes: dict[tuple[str, ...], np.ndarray] = {}
-        self._camera_infos: dict[str, CameraInfo] = {}
 
         self.points_publisher = self.create_publisher(PointCloud2, "~/output/points", OUTPUT_QOS)
         self.rgb_publisher = (
@@ -117,10 +125,12 @@ class SegmentationNode(Node):
         self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics)
         self._publish_label_info()
 
+        # Sensor-data QoS by default; reliability, depth, ... can be overridden with the standard
+        # qos_overrides.<topic>.subscription.* parameters (large clouds over best effort: see the README).
+        self.create_subscription(PointCloud2, "~/input/points", self._on_sweep, INPUT_QOS,
+                                 qos_overriding_options=QoSOverridingOptions.with_default_policies())
         if self.runtime.settings.use_cameras:
-            self._subscribe_with_cameras()
-        else:
-            self.create_subscription(PointCloud2, "~/input/points", self._on_sweep, INPUT_QOS)
+            self._subscribe_to_cameras()
 
         # Registered after declaring the parameters: declaring calls this callback too.
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -151,37 +161,76 @@ class SegmentationNode(Node):
         node = NodeSettings.from_values(declare(NodeSettings, NODE_DESCRIPTIONS), use_cameras=runtime.use_cameras)
         return runtime, node
 
-    def _subscribe_with_cameras(self) -> None:
+    def _subscribe_to_cameras(self) -> None:
+        """Per camera: its images into a bounded buffer, its latest CameraInfo, and its extrinsics (parameters
+        ``extrinsics.<camera>.*``, else TF). No synchroniser: a sweep never waits for a camera."""
+        self.cameras = {camera_name(topic): topic for topic in self.settings.camera_topics}
+        if len(self.cameras) != len(self.settings.camera_topics):
+            raise ValueError(f"camera_topics must lie in different namespaces (they name the cameras and their "
+                             f"extrinsics parameters), got {list(self.settings.camera_topics)}")
+        self.camera_buffer = CameraBuffer(list(self.cameras), self.settings.queue_size,
+                                          int(self.settings.slop * 1e9))
+        self.fixed_extrinsics = {}
+        for camera in self.cameras:
+            values = {}
+            for key in EXTRINSICS_KEYS:
+                descriptor = ParameterDescriptor(description=EXTRINSICS_DESCRIPTIONS[key], dynamic_typing=True,
+                                                 read_only=True)
+                values[key] = self.declare_parameter(extrinsics_parameter(camera, key), [], descriptor).value
+            matrix = lidar_to_camera_from_parameters(camera, values)
+            if matrix is not None:
+                self.fixed_extrinsics[camera] = matrix
+        self.tf_buffer = self._transform_buffer()
+        without = sorted(set(self.cameras) - set(self.fixed_extrinsics))
+        if without and self.tf_buffer is None:
+            self.get_logger().warning(f"cameras {without} have no extrinsics parameters and tf2_ros is not installed: "
+                                      "they are left out of every sweep")
         image_qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST,
                                depth=self.settings.queue_size)
-        filters = [Subscriber(self, PointCloud2, "~/input/points", qos_profile=INPUT_QOS)]
-        for topic in self.settings.camera_topics:
-            filters.append(Subscriber(self, Image, topic, qos_profile=image_qos))
-            self.create_subscription(CameraInfo, camera_info_topic(topic), self._camera_info_keeper(topic),
+        for camera, topic in self.cameras.items():
+            self.create_subscription(Image, topic, self._image_keeper(camera), image_qos)
+            self.create_subscription(CameraInfo, camera_info_topic(topic),
+                                     lambda message, camera=camera: self.camera_buffer.add_info(camera, message),
                                      qos_profile_sensor_data)
-        self._synchronizer = ApproximateTimeSynchronizer(filters, self.settings.queue_size, self.settings.slop)
-        self._synchronizer.registerCallback(self._on_sweep)
-        self.tf_buffer = Buffer()
-        self.tf_listener = TransformListener(self.tf_buffer, self)
+
+    def _transform_buffer(self):
+        """A TF2 buffer and listener where tf2_ros is installed and some camera needs TF, else None.
+
+        tf2_ros is imported here, not with the node: the LiDAR path (and cameras calibrated by parameters)
+        need only rclpy and the message packages. Cameras on with no way at all to place them is a start-up
+        error that names what to set or install.
+        """
+        if len(self.fixed_extrinsics) == len(self.cameras):
+            return None
+        try:
+            from tf2_ros import Buffer, TransformListener
+        except ImportError as error:
+            if not self.fixed_extrinsics:
+                raise ValueError(
+                    "use_cameras needs each camera's LiDAR-to-camera transform: set the parameters "
+                    f"extrinsics.<camera>.lidar_to_camera (or .translation + .rotation) for cameras "
+                    f"{sorted(self.cameras)}, or install tf2_ros to read them from TF ({error})") from error
+            return None
+        buffer = Buffer()
+        self.tf_listener = TransformListener(buffer, self)
+        return buffer
 
     # --- callbacks (executor thread): cheap, never block ---------------------------------------------------------
 
-    def _camera_info_keeper(self, topic: str):
-        """The CameraInfo callback of camera ``topic``: keeps the latest message (calibration rarely changes)."""
-
-        def keep(message: CameraInfo) -> None:
-            self._camera_infos[topic] = message
+    def _image_keeper(self, camera: str):
+        def keep(message: Image) -> None:
+            self.camera_buffer.add_image(camera, stamp_to_ns(message.header.stamp), message)
 
         return keep
 
-    def _on_sweep(self, cloud: PointCloud2, *images: Image) -> None:
+    def _on_sweep(self, cloud: PointCloud2) -> None:
         nobody = self.points_publisher.get_subscription_count() == 0 and (
             self.rgb_publisher is None or self.rgb_publisher.get_subscription_count() == 0
         )
         if nobody:
             self.stats.record_skipped("no_subscribers")
             return
-        if self.slot.put((cloud, images)):
+        if self.slot.put(cloud):
             self.stats.record_dropped()
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
@@ -222,12 +271,11 @@ class SegmentationNode(Node):
 
     def _work(self) -> None:
         while rclpy.ok():
-            item = self.slot.take()
-            if item is None:  # the slot was closed: shutting down
+            cloud = self.slot.take()
+            if cloud is None:  # the slot was closed: shutting down
                 return
-            cloud, images = item
             try:
-                self._process(cloud, images)
+                self._process(cloud)
             except (PointCloud2Error, ValueError) as error:
                 self.stats.record_skipped("bad_message")
                 self.get_logger().warning(f"skipping a sweep: {error}", throttle_duration_sec=LOG_THROTTLE_S)
@@ -236,9 +284,9 @@ class SegmentationNode(Node):
                 self.get_logger().error(f"processing a sweep failed: {type(error).__name__}: {error}",
                                         throttle_duration_sec=LOG_THROTTLE_S)
 
-    def _process(self, cloud: PointCloud2, images: tuple[Image, ...]) -> None:
+    def _process(self, cloud: PointCloud2) -> None:
         points = read_xyz_intensity(cloud)
-        frames = self._camera_frames(cloud, images) if images else []
+        frames = self._camera_frames(cloud) if self.runtime.settings.use_cameras else []
         result = self.runtime.process(points, frames)
         self.points_publisher.publish(create_labelled_cloud(cloud, result.labels, result.scores, self.cloud_types))
         if self.rgb_publisher is not None and self.rgb_publisher.get_subscription_count() > 0:
@@ -249,34 +297,39 @@ class SegmentationNode(Node):
             self.time_publishers[stage].publish(Float32(data=float(milliseconds)))
         self.stats.record_processed(result.timings_ms)
 
-    def _camera_frames(self, cloud: PointCloud2, images: tuple[Image, ...]) -> list:
-        """One CameraFrame per image that can be used; the others are counted and warned about (throttled)."""
+    def _camera_frames(self, cloud: PointCloud2) -> list:
+        """One CameraFrame per camera with an image near the sweep, CameraInfo and extrinsics; each camera left
+        out is counted by reason and warned about (throttled). Nothing here waits for a camera."""
+        pairing = self.camera_buffer.pair(stamp_to_ns(cloud.header.stamp))
+        for camera, reason in pairing.left_out.items():
+            self._leave_out(reason, f"camera {camera}: {reason.replace('_', ' ')}; labelling without it")
         frames = []
-        for topic, image in zip(self.settings.camera_topics, images, strict=True):
-            info = self._camera_infos.get(topic)
-            if info is None:
-                self._leave_out("missing_camera_info", f"no CameraInfo on {camera_info_topic(topic)} yet")
-                continue
-            camera_frame_id = image.header.frame_id or info.header.frame_id
-            try:
-                lidar_to_camera = self._lookup_transform(camera_frame_id, cloud.header.frame_id, cloud.header.stamp)
-            except TransformException as error:
-                self._leave_out("missing_transform", f"no transform {cloud.header.frame_id} -> {camera_frame_id}: "
-                                f"{error}; labelling without camera {topic}")
-                continue
+        for camera, image, info in pairing.views:
+            lidar_to_camera = self.fixed_extrinsics.get(camera)
+            if lidar_to_camera is None:
+                camera_frame_id = image.header.frame_id or info.header.frame_id
+                try:
+                    lidar_to_camera = self._lookup_transform(camera_frame_id, cloud.header.frame_id,
+                                                             cloud.header.stamp)
+                except Exception as error:  # tf2's TransformException family, or no TF at all
+                    self._leave_out("missing_transform", f"camera {camera}: no transform {cloud.header.frame_id} "
+                                    f"-> {camera_frame_id} ({error}); labelling without it")
+                    continue
             try:
                 frames.append(camera_frame_from_messages(image, info, lidar_to_camera))
             except ValueError as error:
-                self._leave_out("bad_image", f"camera {topic}: {error}")
+                self._leave_out("bad_image", f"camera {camera}: {error}")
         return frames
 
     def _lookup_transform(self, target_frame: str, source_frame: str, stamp) -> np.ndarray:
         """p_camera = T @ p_lidar at the sweep's stamp (waiting up to tf_timeout), else the latest transform."""
+        if self.tf_buffer is None:
+            raise LookupError("no extrinsics parameters for this camera and no tf2_ros")
         try:
             transform = self.tf_buffer.lookup_transform(
                 target_frame, source_frame, Time.from_msg(stamp), timeout=Duration(seconds=self.settings.tf_timeout)
             )
-        except TransformException:
+        except Exception:  # not there at the sweep's time (yet): the latest one, or its own error
             transform = self.tf_buffer.lookup_transform(target_frame, source_frame, Time())
         return transform_to_matrix(transform.transform)
 

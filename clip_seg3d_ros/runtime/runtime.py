@@ -69,6 +69,8 @@ class SegmentRuntime:
     def __init__(self, settings: RuntimeSettings, teacher_factory: TeacherFactory = open_clip_teacher) -> None:
         self.settings = settings.validated()
         self.device = resolve_device(settings.device)
+        # A process-wide setting: the node and replay own their process, and share the CPU with the robot.
+        torch.set_num_threads(settings.threads())
         self._teacher_factory = teacher_factory
         self._teacher: DenseTeacher | None = None
         self.checkpoint, model = load_model(settings.checkpoint)

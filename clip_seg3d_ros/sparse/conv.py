@@ -1,15 +1,19 @@
 """Sparse 3D convolution: submanifold, strided (downsampling) and transposed (upsampling).
 
-The native kernel is one gather of the input rows of every kernel offset, a matmul per offset, and one
-scatter-add into the output, all vectorised over voxels, so it runs on CPU and CUDA and autograd
-differentiates it. The loop is over the (at most 27) offsets' matmuls only.
+The native kernel is one gather of the input rows of every kernel offset (``index_select``), a matmul per
+offset into one preallocated buffer, and one in-place scatter-add into the output, so it runs on CPU and CUDA.
+Its backward (:class:`KernelMapConvolution`) is the same three steps with the pairs swapped, plus one matmul
+per offset for the weight gradient: autograd records one node per convolution instead of a graph over the
+offsets' gathers and matmuls, and keeps only the input and the weight for the backward, not the gathered rows.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from clip_seg3d_ros.sparse.tensor import KernelMap, SparseTensor
+from clip_seg3d_ros.sparse.kernel_map import KernelMap
+from clip_seg3d_ros.sparse.tensor import SparseTensor, Workspace
 
 
 def sparse_conv3d(
@@ -40,30 +44,86 @@ def sparse_conv3d(
             )
         out_stride = x.stride // stride
         kernel_map = x.cache.kernel_map(out_stride, x.stride, kernel_size).transposed()
-        feats = _apply_kernel_map(x.feats, weight, kernel_map)
+        feats = _convolve(x.feats, weight, kernel_map, x.cache.workspace)
         out = SparseTensor(feats=feats, coords=x.cache.coords[out_stride], stride=out_stride, cache=x.cache)
     else:
         out_stride = x.stride * stride
         kernel_map = x.cache.kernel_map(x.stride, out_stride, kernel_size)
-        feats = _apply_kernel_map(x.feats, weight, kernel_map)
+        feats = _convolve(x.feats, weight, kernel_map, x.cache.workspace)
         out = SparseTensor(feats=feats, coords=x.cache.coords_at(out_stride), stride=out_stride, cache=x.cache)
     if bias is not None:
         out = out.with_feats(out.feats + bias)
     return out
 
 
-def _apply_kernel_map(feats: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap) -> torch.Tensor:
+def _convolve(feats: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap, workspace: Workspace) -> torch.Tensor:
+    # Under autocast the matmuls run in its dtype; so do the gather and the scatter-add (one dtype throughout).
+    device_type = feats.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        feats, weight = feats.to(dtype), weight.to(dtype)
+    return KernelMapConvolution.apply(feats, weight, kernel_map, workspace)
+
+
+def gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap,
+                          workspace: Workspace) -> torch.Tensor:
+    """(num_outputs, C_out): every output row's sum over its pairs of ``feats[input row] @ weight[offset]``.
+
+    ``feats`` (num_inputs, C_in), ``weight`` (K, C_in, C_out); no autograd (see :class:`KernelMapConvolution`).
+    """
     identity = kernel_map.identity_offset
-    if identity is not None:
-        out = feats @ weight[identity]
-    else:
-        out = feats.new_zeros(kernel_map.num_outputs, weight.shape[-1])
-    offsets, counts, rows_in, rows_out = kernel_map.flattened()
-    if offsets:
-        gathered = feats[rows_in].split(counts)
-        products = torch.cat([part @ weight[offset] for part, offset in zip(gathered, offsets, strict=True)])
-        out = out.index_add(0, rows_out, products)
-    return out
+    num_pairs = kernel_map.rows_in.numel()
+    if num_pairs == 0:
+        return feats @ weight[identity] if identity is not None else feats.new_zeros(kernel_map.num_outputs,
+                                                                                       weight.shape[-1])
+    gathered, products = workspace.take(feats, (num_pairs, weight.shape[-2]), (num_pairs, weight.shape[-1]))
+    torch.index_select(feats, 0, kernel_map.rows_in, out=gathered)
+    for offset, start, end in kernel_map.segments():
+        torch.mm(gathered[start:end], weight[offset], out=products[start:end])
+    # The scatter-add as a gather-sum: embedding_bag sums each output's products (its pairs ordered by output
+    # row) several times faster than index_add_, which adds element by element.
+    order, output_starts = kernel_map.by_output()
+    out = F.embedding_bag(order, products, output_starts, mode="sum")
+    return out.addmm_(feats, weight[identity]) if identity is not None else out
+
+
+class KernelMapConvolution(torch.autograd.Function):
+    """``gather_matmul_scatter`` with its own backward.
+
+    The input gradient is the transposed convolution of the output gradient (pairs swapped, weights
+    transposed); the weight gradient of an offset is (its gathered inputs)^T @ (its gathered output gradients).
+    """
+
+    @staticmethod
+    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap,
+                workspace: Workspace) -> torch.Tensor:
+        ctx.save_for_backward(feats, weight)
+        ctx.kernel_map, ctx.workspace = kernel_map, workspace
+        return gather_matmul_scatter(feats, weight, kernel_map, workspace)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        feats, weight = ctx.saved_tensors
+        kernel_map: KernelMap = ctx.kernel_map
+        grad_out = grad_out.contiguous()
+        grad_feats = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_feats = gather_matmul_scatter(grad_out, weight.transpose(1, 2), kernel_map.transposed(),
+                                               ctx.workspace)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.zeros_like(weight)
+            identity = kernel_map.identity_offset
+            if identity is not None:
+                torch.mm(feats.T, grad_out, out=grad_weight[identity])
+            num_pairs = kernel_map.rows_in.numel()
+            if num_pairs:
+                gathered_in, gathered_out = ctx.workspace.take(feats, (num_pairs, feats.shape[1]),
+                                                               (num_pairs, grad_out.shape[1]))
+                torch.index_select(feats, 0, kernel_map.rows_in, out=gathered_in)
+                torch.index_select(grad_out, 0, kernel_map.rows_out, out=gathered_out)
+                for offset, start, end in kernel_map.segments():
+                    torch.mm(gathered_in[start:end].T, gathered_out[start:end], out=grad_weight[offset])
+        return grad_feats, grad_weight, None, None
 
 
 def _torchsparse_conv3d(

@@ -90,8 +90,10 @@ def kernel_offsets(kernel_size: int, device: torch.device | str = "cpu") -> torc
     return torch.stack([x.reshape(-1), y.reshape(-1), z.reshape(-1)], dim=1)
 
 
-def downsample_coords(coords: torch.Tensor, new_stride: int) -> torch.Tensor:
-    """Coordinates of the next coarser level: floor to multiples of ``new_stride``, unique, key-sorted."""
+def downsample_coords(coords: torch.Tensor, new_stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates of a coarser level: floor to multiples of ``new_stride``, unique, key-sorted; and (N,) the row
+    of each input coordinate among them."""
     coarse = coords.clone()
     coarse[:, 1:] = torch.div(coords[:, 1:], new_stride, rounding_mode="floor") * new_stride
-    return unhash_coords(torch.unique(hash_coords(coarse)))
+    keys, parent = torch.unique(hash_coords(coarse), return_inverse=True)
+    return unhash_coords(keys), parent

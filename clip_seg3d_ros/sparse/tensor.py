@@ -6,54 +6,29 @@ from dataclasses import dataclass, field
 
 import torch
 
-from clip_seg3d_ros.sparse.coords import (
-    CoordinateIndex,
-    check_coordinate_range,
-    downsample_coords,
-    hash_coords,
-    kernel_offsets,
-)
+from clip_seg3d_ros.sparse.coords import CoordinateIndex, check_coordinate_range, downsample_coords
+from clip_seg3d_ros.sparse.kernel_map import KernelMap, downsampling_map, searched_map, submanifold_map
 
 
-@dataclass
-class KernelMap:
-    """Which input row feeds which output row through each kernel offset.
+class Workspace:
+    """Scratch memory reused by every convolution of one pass: the gathered rows and their products.
 
-    ``pairs[k] = (input_rows, output_rows)`` for offset ``k`` in :func:`kernel_offsets` order.
-    ``identity_offset`` names an offset whose pairs are exactly (i, i) for every row (the centre of a
-    submanifold kernel); the convolution uses a plain matmul there instead of gather/scatter.
+    A fresh tensor of tens of megabytes costs more to fault in than the gather that fills it (the CPU
+    allocator returns large blocks to the system); one buffer per dtype and device, grown when too small, does
+    not. A taken region is only valid until the next ``take``.
     """
 
-    pairs: list[tuple[torch.Tensor, torch.Tensor]]
-    num_inputs: int
-    num_outputs: int
-    identity_offset: int | None = None
-    _flat: tuple | None = field(default=None, repr=False, compare=False)
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
-    def flattened(self) -> tuple[list[int], list[int], torch.Tensor, torch.Tensor]:
-        """The non-identity offsets' pairs concatenated: (offsets, pair counts, input rows, output rows).
-
-        One gather and one scatter-add over all offsets instead of one per offset: autograd then allocates
-        one input-sized gradient buffer per convolution, not one per offset. Computed once per map.
-        """
-        if self._flat is None:
-            kept = [k for k, (rows_in, _) in enumerate(self.pairs) if k != self.identity_offset and rows_in.numel()]
-            rows_in = [self.pairs[k][0] for k in kept]
-            rows_out = [self.pairs[k][1] for k in kept]
-            device = self.pairs[0][0].device if self.pairs else None
-            empty = torch.empty(0, dtype=torch.long, device=device)
-            self._flat = (kept, [len(rows) for rows in rows_in], torch.cat(rows_in) if kept else empty,
-                          torch.cat(rows_out) if kept else empty)
-        return self._flat
-
-    def transposed(self) -> KernelMap:
-        """The map of the transposed convolution: every pair with its ends swapped."""
-        return KernelMap(
-            pairs=[(rows_out, rows_in) for rows_in, rows_out in self.pairs],
-            num_inputs=self.num_outputs,
-            num_outputs=self.num_inputs,
-            identity_offset=self.identity_offset,
-        )
+    def take(self, like: torch.Tensor, *shapes: tuple[int, int]) -> list[torch.Tensor]:
+        """Contiguous, uninitialised tensors of ``shapes`` with ``like``'s dtype and device, side by side."""
+        sizes = [rows * cols for rows, cols in shapes]
+        key = (like.device, like.dtype)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < sum(sizes):
+            buffer = self._buffers[key] = like.new_empty(sum(sizes))
+        return [part.view(shape) for part, shape in zip(buffer[: sum(sizes)].split(sizes), shapes, strict=True)]
 
 
 @dataclass
@@ -69,7 +44,9 @@ class CoordinateCache:
     backend: str = "native"
     coords: dict[int, torch.Tensor] = field(default_factory=dict)
     indices: dict[int, CoordinateIndex] = field(default_factory=dict)
+    parents: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
     kernel_maps: dict[tuple[int, int, int], KernelMap] = field(default_factory=dict)
+    workspace: Workspace = field(default_factory=Workspace, repr=False)
     torchsparse_caches: object | None = None
 
     def index(self, stride: int) -> CoordinateIndex:
@@ -78,45 +55,35 @@ class CoordinateCache:
         return self.indices[stride]
 
     def coords_at(self, stride: int) -> torch.Tensor:
-        """Coordinates at ``stride``, computed from the finest known level if not seen yet."""
+        """Coordinates at ``stride``, computed from the finest known level if not seen yet.
+
+        Each fine voxel's row at the new level is kept (``parents``): it is the 2x2x2 stride-2 kernel map.
+        """
         if stride not in self.coords:
             finer = max(s for s in self.coords if s < stride and stride % s == 0)
-            self.coords[stride] = downsample_coords(self.coords[finer], stride)
+            self.coords[stride], self.parents[finer, stride] = downsample_coords(self.coords[finer], stride)
         return self.coords[stride]
 
     def kernel_map(self, in_stride: int, out_stride: int, kernel_size: int) -> KernelMap:
-        """Kernel map from the level at ``in_stride`` to the level at ``out_stride`` (>= in_stride).
+        """Kernel map from the level at ``in_stride`` to the level at ``out_stride`` (>= in_stride), built once.
 
         Output row ``o`` at coordinate ``q`` receives input row ``i`` through offset ``d`` when the input
-        coordinate is ``q + d * in_stride``, which is what dense cross-correlation does.
+        coordinate is ``q + d * in_stride``, which is what dense cross-correlation does. The transposed
+        convolution back to ``in_stride`` uses the same map with its pairs swapped.
         """
         key = (in_stride, out_stride, kernel_size)
         if key not in self.kernel_maps:
-            self.kernel_maps[key] = self._build_kernel_map(in_stride, out_stride, kernel_size)
+            out_coords = self.coords_at(out_stride)
+            if in_stride == out_stride and kernel_size % 2 == 1:
+                kernel_map = submanifold_map(self.index(in_stride), out_coords, kernel_size, in_stride)
+            elif out_stride == 2 * in_stride and kernel_size == 2 and (in_stride, out_stride) in self.parents:
+                kernel_map = downsampling_map(self.coords[in_stride], in_stride, self.parents[in_stride, out_stride],
+                                              len(out_coords))
+            else:
+                kernel_map = searched_map(self.index(in_stride), len(self.coords[in_stride]), out_coords,
+                                          kernel_size, in_stride)
+            self.kernel_maps[key] = kernel_map
         return self.kernel_maps[key]
-
-    def _build_kernel_map(self, in_stride: int, out_stride: int, kernel_size: int) -> KernelMap:
-        out_coords = self.coords_at(out_stride)
-        in_index = self.index(in_stride)
-        offsets = kernel_offsets(kernel_size, out_coords.device) * in_stride
-        # (outputs, offsets) keys of every candidate neighbour, looked up in one vectorised call.
-        neighbour_keys = hash_coords(out_coords).unsqueeze(1) + _offset_keys(offsets).unsqueeze(0)
-        input_rows = in_index.lookup_keys(neighbour_keys.reshape(-1)).view(len(out_coords), len(offsets))
-        pairs = []
-        for k in range(len(offsets)):
-            out_rows = torch.nonzero(input_rows[:, k] >= 0).squeeze(1)
-            pairs.append((input_rows[out_rows, k], out_rows))
-        identity = None
-        if in_stride == out_stride and kernel_size % 2 == 1:
-            identity = len(offsets) // 2  # the zero offset sits in the middle of an odd kernel
-        num_inputs = len(self.coords[in_stride])
-        return KernelMap(pairs=pairs, num_inputs=num_inputs, num_outputs=len(out_coords), identity_offset=identity)
-
-
-def _offset_keys(offsets: torch.Tensor) -> torch.Tensor:
-    """Key increments of spatial offsets: hash(c + d) == hash(c) + (hash(d) - hash(0)) while nothing carries."""
-    with_batch = torch.cat([torch.zeros_like(offsets[:, :1]), offsets], dim=1)
-    return hash_coords(with_batch) - hash_coords(torch.zeros_like(with_batch[:1]))
 
 
 @dataclass

@@ -263,6 +263,7 @@ def runtime_settings(args: argparse.Namespace) -> RuntimeSettings:
         vocabulary=tuple(args.vocabulary), score_threshold=args.score_threshold, max_points=args.max_points,
         calibration_bias=args.calibration_bias, use_cameras=args.use_cameras, fusion_weight=args.fusion_weight,
         clip_model=args.clip_model, clip_weights=args.clip_weights, clip_quick_gelu=args.clip_quick_gelu,
+        num_threads=args.num_threads,
     )
 
 
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--clip-model", default=defaults.clip_model, help=DESCRIPTIONS["clip_model"])
     node.add_argument("--clip-weights", default=defaults.clip_weights, help=DESCRIPTIONS["clip_weights"])
     node.add_argument("--clip-quick-gelu", action="store_true", help=DESCRIPTIONS["clip_quick_gelu"])
+    node.add_argument("--num-threads", type=int, default=defaults.num_threads, help=DESCRIPTIONS["num_threads"])
     return parser
 
 
