@@ -1,132 +1,281 @@
-"""The segmentation node in-process, on a real ROS 2 graph (skipped where ROS 2 is not installed).
+"""The segmentation and evaluate nodes as processes under real rclpy (the pip-installed ROS 2 Kilted wheels).
 
-Needs a sourced ROS 2 (rclpy, sensor_msgs, message_filters, tf2_ros, vision_msgs, diagnostic_msgs). The node's
-logic is tested without ROS in test_processing / test_node_support; this checks the glue: topics, QoS, the
-worker thread, skip counting and parameter callbacks.
+Each node is started from its console script with ``--params-file config/segment.yaml``, as a robot starts
+it; a probe node in the test process publishes sweeps and reads what comes back. See ros_graph.py for how the
+graph is kept on loopback and when these tests skip or fail.
 """
 
-import pytest
+from ros_graph import require_ros_graph
 
-rclpy = pytest.importorskip("rclpy")
-for _module in ("sensor_msgs.msg", "message_filters", "tf2_ros", "diagnostic_msgs.msg"):
-    pytest.importorskip(_module)
-if not hasattr(pytest.importorskip("vision_msgs.msg"), "LabelInfo"):
-    pytest.skip("vision_msgs has no LabelInfo (older than 4.1)", allow_module_level=True)
+require_ros_graph()
 
+import json  # noqa: E402
+import os  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import rclpy  # noqa: E402
 from conftest import write_random_checkpoint  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from rclpy.serialization import deserialize_message  # noqa: E402
+from rclpy.signals import SignalHandlerOptions  # noqa: E402
+from ros_graph import NodeProcess, graph_environment, random_domain_id, wait_until  # noqa: E402
+from rosbags.highlevel import AnyReader  # noqa: E402
 from sensor_msgs.msg import PointCloud2  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-from vision_msgs.msg import LabelInfo  # noqa: E402
 
-from clip_seg3d_ros.nodes.segment_node import LATCHED_QOS, SegmentationNode  # noqa: E402
-from clip_seg3d_ros.ros.pointcloud2 import PointCloud2Types, create_cloud, read_labels  # noqa: E402
+from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_UNSEEN  # noqa: E402
+from clip_seg3d_ros.ros.bag_writer import write_bag  # noqa: E402
+from clip_seg3d_ros.ros.pointcloud2 import PointCloud2Types, create_cloud, read_labels, read_points  # noqa: E402
+from clip_seg3d_ros.ros.tf import stamp_to_ns  # noqa: E402
+from clip_seg3d_ros.synthetic.camera import CameraConfig  # noqa: E402
+from clip_seg3d_ros.synthetic.lidar import LidarConfig  # noqa: E402
+from clip_seg3d_ros.synthetic.world import SyntheticWorld, WorldConfig  # noqa: E402
+from clip_seg3d_ros.tools import replay  # noqa: E402
 
-INPUT, OUTPUT, LABEL_INFO = "/clip_seg3d_node/input/points", "/clip_seg3d_node/output/points", \
-    "/clip_seg3d_node/output/label_info"
-CLASSES = ["road", "car", "vegetation"]
+NODE = "/clip_seg3d_node"
+INPUT, OUTPUT = f"{NODE}/input/points", f"{NODE}/output/points"
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_random_checkpoint(tmp_path_factory.mktemp("node") / "tiny.pt", CLASSES, [True, True, False])
+def domain_id() -> int:
+    return random_domain_id()
 
 
 @pytest.fixture(scope="module")
-def points():
-    rng = np.random.default_rng(0)
-    return np.hstack([rng.uniform(-8, 8, (3000, 3)), rng.uniform(0, 1, (3000, 1))]).astype(np.float32)
-
-
-@pytest.fixture()
-def graph(checkpoint):
-    """The node and a probe node, spun by one executor in a background thread."""
-    rclpy.init(args=["--ros-args", "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu"])
-    node = SegmentationNode()
-    probe = rclpy.create_node("clip_seg3d_probe")
-    executor = SingleThreadedExecutor()
+def probe(domain_id):
+    """A node in the test process on the same (loopback-only) graph, spun in a background thread."""
+    os.environ.update({key: value for key, value in graph_environment(domain_id).items() if key.startswith("ROS_")})
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("clip_seg3d_test_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    executor.add_node(probe)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    yield node, probe
+    yield node
     executor.shutdown()
-    spinner.join(timeout=5)
-    node.close()
     node.destroy_node()
-    probe.destroy_node()
-    rclpy.try_shutdown()
+    rclpy.try_shutdown(context=context)
+    spinner.join(timeout=5)
 
 
-def cloud_message(points: np.ndarray, sec: int = 7) -> PointCloud2:
-    structured = np.zeros(len(points), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
-    for column, name in enumerate(("x", "y", "z", "intensity")):
-        structured[name] = points[:, column]
+@pytest.fixture(scope="module")
+def samples():
+    world = SyntheticWorld(WorldConfig(seed=3, lidar=LidarConfig(beams=32, azimuth_steps=512),
+                                       cameras=(CameraConfig(width=160, height=96),)))
+    return [world.scene(index) for index in range(3)]
+
+
+@pytest.fixture(scope="module")
+def bag(samples, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ros") / "synthetic"
+    write_bag(samples, path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(samples, tmp_path_factory):
+    names = list(samples[0].class_names)
+    return write_random_checkpoint(tmp_path_factory.mktemp("ros_model") / "model.pt", names,
+                                   [name not in SEMANTICKITTI_UNSEEN for name in names])
+
+
+def bag_messages(path, topic: str) -> list:
+    """The rclpy messages of ``topic`` in the bag: its CDR bytes are what a ROS 2 publisher sends."""
+    with AnyReader([path]) as reader:
+        connections = [connection for connection in reader.connections if connection.topic == topic]
+        return [deserialize_message(raw, PointCloud2) for _, _, raw in reader.messages(connections=connections)]
+
+
+class Outputs:
+    """The segmentation node's output clouds, by stamp."""
+
+    def __init__(self, probe) -> None:
+        self.probe = probe
+        self.by_stamp: dict[int, PointCloud2] = {}
+        self.subscription = probe.create_subscription(PointCloud2, OUTPUT, self._keep, RELIABLE)
+
+    def close(self) -> None:
+        """Unsubscribe: the probe outlives the test, its subscriptions must not."""
+        self.probe.destroy_subscription(self.subscription)
+
+    def _keep(self, message: PointCloud2) -> None:
+        self.by_stamp[stamp_to_ns(message.header.stamp)] = message
+
+
+def diagnostics_values(messages: list) -> dict[str, str]:
+    """The key/values of the segmentation node's last /diagnostics status."""
+    for array in reversed(messages):
+        for status in array.status:
+            if "LiDAR segmentation" in status.name:
+                return {value.key: value.value for value in status.values}
+    return {}
+
+
+def stop_cleanly(node: NodeProcess) -> str:
+    """SIGINT (Ctrl-C): the node ends with exit code 0 and nothing in its log at ERROR or worse."""
+    code, log = node.stop()
+    assert code == 0, log
+    assert "[ERROR]" not in log and "[FATAL]" not in log and "Traceback" not in log, log
+    return log
+
+
+def publish_until_answered(publisher, message, outputs: Outputs, timeout: float = 60.0) -> PointCloud2:
+    """Publish a sweep (again every 3 s: its QoS is best effort) until its labelled cloud comes back."""
+    stamp = stamp_to_ns(message.header.stamp)
+    last = [0.0]
+
+    def publish() -> None:
+        if time.monotonic() - last[0] > 3.0:
+            publisher.publish(message)
+            last[0] = time.monotonic()
+
+    assert wait_until(lambda: stamp in outputs.by_stamp, timeout, every=publish), f"no output for stamp {stamp}"
+    return outputs.by_stamp[stamp]
+
+
+def test_bag_sweeps_come_back_labelled_as_replay_labels_them_and_the_evaluator_agrees(
+        probe, domain_id, bag, checkpoint, tmp_path):
+    # The ROS-free reference: replay of the same bag with the same checkpoint, through the node's runtime.
+    assert replay.main([str(bag), "--checkpoint", str(checkpoint), "--device", "cpu", "--out",
+                        str(tmp_path / "replayed"), "--metrics", str(tmp_path / "replay.json"), "--no-progress"]) == 0
+    expected = {stamp_to_ns(message.header.stamp): read_labels(message)
+                for message in bag_messages(tmp_path / "replayed", "/points_labelled")}
+    sweeps, truths = bag_messages(bag, "/points"), bag_messages(bag, "/points_gt")
+
+    segmenter = NodeProcess("segment", {"checkpoint": str(checkpoint), "device": "cpu"}, tmp_path / "segment.log",
+                            domain_id)
+    evaluator = NodeProcess("evaluate", {"checkpoint": str(checkpoint), "max_sweeps": len(sweeps),
+                                         "output": str(tmp_path / "evaluate.json"), "report_period": 1.0,
+                                         **{f"qos_overrides.{topic}.subscription.reliability": "reliable"
+                                            for topic in ("/points_gt", OUTPUT)}},
+                            tmp_path / "evaluate.log", domain_id, params_file=None)
+    outputs = Outputs(probe)
+    points = probe.create_publisher(PointCloud2, INPUT, qos_profile_sensor_data)
+    ground_truth = probe.create_publisher(PointCloud2, "/points_gt", RELIABLE)
+    try:
+        assert wait_until(lambda: points.get_subscription_count() and ground_truth.get_subscription_count(), 60)
+        for sweep, truth in zip(sweeps, truths, strict=True):
+            ground_truth.publish(truth)
+            output = publish_until_answered(points, sweep, outputs)
+            # The input's header, fields and points, plus label and score; labels as replay's.
+            assert output.header.frame_id == sweep.header.frame_id and output.width == sweep.width
+            assert [field.name for field in output.fields][:4] == [field.name for field in sweep.fields]
+            assert {field.name for field in output.fields} == {"x", "y", "z", "intensity", "label", "score"}
+            np.testing.assert_array_equal(read_labels(output), expected[stamp_to_ns(sweep.header.stamp)])
+        assert wait_until(lambda: not evaluator.running(), 60), evaluator.log()
+    finally:
+        outputs.close()
+        stop_cleanly(segmenter)
+        evaluator.stop()
+    assert evaluator.process.returncode == 0, evaluator.log()
+    live, offline = json.loads((tmp_path / "evaluate.json").read_text()), json.loads(
+        (tmp_path / "replay.json").read_text())
+    for key in ("miou", "miou_seen", "miou_unseen", "hiou", "points"):
+        assert live[key] == pytest.approx(offline[key], abs=1e-9), key
+    assert live["iou_per_class"] == pytest.approx(offline["iou_per_class"], abs=1e-9)
+
+
+def set_parameters(probe, values: list[Parameter], timeout: float = 30.0):
+    client = probe.create_client(SetParameters, f"{NODE}/set_parameters")
+    assert client.wait_for_service(timeout_sec=timeout)
+    future = client.call_async(SetParameters.Request(parameters=[value.to_parameter_msg() for value in values]))
+    assert wait_until(future.done, timeout)
+    probe.destroy_client(client)
+    return future.result().results
+
+
+def test_runtime_parameters_through_the_parameter_service(probe, domain_id, bag, checkpoint, tmp_path):
+    segmenter = NodeProcess("segment", {"checkpoint": str(checkpoint), "device": "cpu"}, tmp_path / "segment.log",
+                            domain_id)
+    outputs = Outputs(probe)
+    points = probe.create_publisher(PointCloud2, INPUT, qos_profile_sensor_data)
+    sweep = bag_messages(bag, "/points")[0]
+    try:
+        (result,) = set_parameters(probe, [Parameter("vocabulary", Parameter.Type.STRING_ARRAY, ["road", "car"])])
+        assert result.successful, result.reason
+        labels = read_labels(publish_until_answered(points, sweep, outputs))
+        assert set(np.unique(labels)) <= {0, 1} and len(np.unique(labels)) == 2  # road and car only
+
+        (result,) = set_parameters(probe, [Parameter("vocabulary", Parameter.Type.STRING_ARRAY, ["car", "unicorn"])])
+        assert not result.successful
+        assert "unicorn" in result.reason and "'traffic-sign'" in result.reason  # the checkpoint's classes listed
+
+        first = read_points(publish_until_answered(points, sweep, outputs))["score"]
+        threshold = float(np.quantile(first, 0.5))
+        (result,) = set_parameters(probe, [Parameter("score_threshold", Parameter.Type.DOUBLE, threshold)])
+        assert result.successful
+        outputs.by_stamp.clear()
+        labels = read_labels(publish_until_answered(points, sweep, outputs))
+        np.testing.assert_array_equal(labels == -1, first < np.float32(threshold))  # below it: ignored
+        assert 0.2 < (labels == -1).mean() <= 0.5
+
+        (result,) = set_parameters(probe, [Parameter("checkpoint", Parameter.Type.STRING, "other.pt")])
+        assert not result.successful and "read-only" in result.reason.lower()
+    finally:
+        outputs.close()
+        stop_cleanly(segmenter)
+
+
+def test_bad_clouds_floods_and_idle_time_are_counted_and_the_node_lives(probe, domain_id, checkpoint, tmp_path):
+    segmenter = NodeProcess("segment", {"checkpoint": str(checkpoint), "device": "cpu", "diagnostics_period": 0.5},
+                            tmp_path / "segment.log", domain_id)
+    diagnostics = []
+    probe.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    points = probe.create_publisher(PointCloud2, INPUT, qos_profile_sensor_data)
+    rng = np.random.default_rng(0)
+    structured = np.zeros(20_000, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
+    for name in ("x", "y", "z"):
+        structured[name] = rng.uniform(-20, 20, len(structured))
+
+    def cloud(second: int, data_cut: int = 0) -> PointCloud2:
+        message = create_cloud(structured, header_at(second), PointCloud2Types.from_rclpy())
+        if data_cut:
+            message.data = message.data[:-data_cut]
+        return message
+
+    def value(key: str) -> int:
+        return int(diagnostics_values(diagnostics).get(key, "0"))
+
+    outputs = None
+    try:
+        assert wait_until(lambda: points.get_subscription_count(), 60)
+        # Nobody subscribes to the output: no work, counted.
+        assert wait_until(lambda: value("sweeps skipped: no_subscribers") > 0, 60,
+                          every=lambda: points.publish(cloud(1)), interval=0.3)
+        assert value("sweeps processed") == 0
+
+        outputs = Outputs(probe)
+        # A malformed cloud (one float short): skipped, counted, and the node still labels the next one.
+        assert wait_until(lambda: value("sweeps skipped: bad_message") > 0, 60,
+                          every=lambda: points.publish(cloud(2, data_cut=4)), interval=0.3)
+        publish_until_answered(points, cloud(3), outputs)
+
+        # A flood at 50 Hz, far faster than a CPU labels 20k points: the newest sweep waits, the others are
+        # dropped and counted; memory stays flat (nothing queues).
+        before = segmenter.rss_mb()
+        for index in range(250):
+            points.publish(cloud(100 + index))
+            time.sleep(0.02)
+        assert wait_until(lambda: value("sweeps dropped") > 50, 30), diagnostics_values(diagnostics)
+        assert segmenter.rss_mb() - before < 100, (before, segmenter.rss_mb())
+        assert segmenter.running()
+    finally:
+        if outputs is not None:
+            outputs.close()
+        stop_cleanly(segmenter)
+
+
+def header_at(second: int):
+    from std_msgs.msg import Header
+
     header = Header(frame_id="lidar")
-    header.stamp.sec = sec
-    return create_cloud(structured, header, PointCloud2Types.from_rclpy())
-
-
-def wait_until(condition, timeout: float = 60.0, every=None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if every is not None:
-            every()
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def test_a_sweep_comes_back_labelled_as_the_processor_labels_it(graph, points):
-    node, probe = graph
-    received = []
-    probe.create_subscription(PointCloud2, OUTPUT, received.append, 10)
-    publisher = probe.create_publisher(PointCloud2, INPUT, qos_profile_sensor_data)
-    message = cloud_message(points)
-    assert wait_until(lambda: received, every=lambda: publisher.publish(message))
-    output = received[0]
-    assert output.header.stamp.sec == 7 and output.header.frame_id == "lidar" and output.width == len(points)
-    assert {field.name for field in output.fields} >= {"x", "y", "z", "intensity", "label", "score"}
-    expected = node.runtime.processor.process(points).labels
-    np.testing.assert_array_equal(read_labels(output), expected)
-    assert node.stats.processed >= 1
-
-
-def test_no_work_without_subscribers_and_bad_clouds_are_skipped(graph, points):
-    node, probe = graph
-    publisher = probe.create_publisher(PointCloud2, INPUT, qos_profile_sensor_data)
-    message = cloud_message(points)
-    assert wait_until(lambda: node.stats.skipped["no_subscribers"] > 0, every=lambda: publisher.publish(message))
-    assert node.stats.processed == 0
-
-    received = []
-    probe.create_subscription(PointCloud2, OUTPUT, received.append, 10)
-    broken = cloud_message(points)
-    broken.data = broken.data[:-4]  # one float short
-    assert wait_until(lambda: node.stats.skipped["bad_message"] > 0, every=lambda: publisher.publish(broken))
-    assert wait_until(lambda: received, every=lambda: publisher.publish(message))  # the node still works
-
-
-def test_vocabulary_changes_at_runtime_and_bad_values_are_refused(graph):
-    node, probe = graph
-    infos = []
-    probe.create_subscription(LabelInfo, LABEL_INFO, infos.append, LATCHED_QOS)
-    assert wait_until(lambda: infos)
-    assert [entry.class_name for entry in infos[-1].class_map] == CLASSES
-    (result,) = node.set_parameters([Parameter("vocabulary", Parameter.Type.STRING_ARRAY, ["car", "road"])])
-    assert result.successful and node.runtime.class_names == ["car", "road"]
-    assert wait_until(lambda: [entry.class_name for entry in infos[-1].class_map] == ["car", "road"])
-    (result,) = node.set_parameters([Parameter("vocabulary", Parameter.Type.STRING_ARRAY, ["unicorn"])])
-    assert not result.successful and "not in the checkpoint" in result.reason
-    assert node.runtime.class_names == ["car", "road"]
-    (result,) = node.set_parameters([Parameter("score_threshold", Parameter.Type.DOUBLE, 0.4)])
-    assert result.successful and node.runtime.processor.score_threshold == 0.4
-    (result,) = node.set_parameters([Parameter("max_points", Parameter.Type.INTEGER, 5)])
-    assert not result.successful  # read once at start-up
+    header.stamp.sec = second
+    return header

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from clip_seg3d_ros.sparse import SparseBatchNorm, SparseConv3d, SparseReLU, SparseTensor, cat_features
+from clip_seg3d_ros.sparse import SparseBatchNorm, SparseConv3d, SparseReLU, SparseTensor, Workspace, cat_features
 
 MINKUNET_PRESETS: dict[str, dict] = {
     # Trains in seconds on a laptop CPU; for tests, the synthetic world and quick experiments.
@@ -97,12 +97,15 @@ class MinkUNet(nn.Module):
             skip = c[3 - i]  # width of the encoder level being restored
             self.up.append(ConvBlock(coarse, c[5 + i], kernel_size=2, stride=2, transposed=True))
             self.decoder.append(_residual_stage(c[5 + i] + skip, c[5 + i], blocks_per_stage))
+        # The convolutions' scratch memory, kept from one pass to the next (not a parameter, not saved).
+        self.workspace = Workspace()
 
     @property
     def out_channels(self) -> int:
         return self.channels[-1]
 
     def forward(self, x: SparseTensor) -> SparseTensor:
+        x.cache.workspace = self.workspace
         skips = [self.stem(x)]
         for stage in self.encoder:
             skips.append(stage(skips[-1]))

@@ -9,7 +9,9 @@ Every ``report_period`` seconds and at the end it prints the metrics table; at t
 Topics (remap with ``--ros-args -r``): ``/clip_seg3d_node/output/points`` (predictions),
 ``/clip_seg3d_node/output/label_info`` (the segmenter's class names: predictions are mapped to the ground
 truth's classes by name), ``/points_gt`` (ground truth). Subscriptions are best effort, deep (``queue_depth``)
-so that a burst is not lost, and match reliable and best-effort publishers alike.
+so that a burst is not lost, and match reliable and best-effort publishers alike; large clouds over best effort
+can be lost on the way, so where every sweep must count, make them reliable with the standard parameters
+``qos_overrides./points_gt.subscription.reliability:=reliable`` (and the same for the predictions topic).
 
 Parameters: ``checkpoint`` (the ground truth's classes and seen flags are the checkpoint's) or
 ``class_names`` + ``unseen_classes``; ``output`` (metrics.json path, "" = none); ``max_sweeps`` (stop after
@@ -25,6 +27,7 @@ import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import PointCloud2
 
 try:
@@ -76,8 +79,12 @@ class EvaluateNode(Node):
         qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=depth)
         latched = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(PointCloud2, PREDICTIONS_TOPIC, self._on_prediction, qos)
-        self.create_subscription(PointCloud2, GROUND_TRUTH_TOPIC, self._on_ground_truth, qos)
+        # Overridable (qos_overrides.<topic>.subscription.reliability: reliable) where nothing may be lost.
+        overridable = QoSOverridingOptions.with_default_policies()
+        self.create_subscription(PointCloud2, PREDICTIONS_TOPIC, self._on_prediction, qos,
+                                 qos_overriding_options=overridable)
+        self.create_subscription(PointCloud2, GROUND_TRUTH_TOPIC, self._on_ground_truth, qos,
+                                 qos_overriding_options=overridable)
         if LabelInfo is not None:
             self.create_subscription(LabelInfo, LABEL_INFO_TOPIC, self._on_label_info, latched)
         self.create_timer(float(values["report_period"]), self.report)

@@ -80,7 +80,7 @@ class SweepStatistics:
             for reason, count in sorted(self.skipped.items()):
                 values[f"sweeps skipped: {reason}"] = str(count)
             for reason, count in sorted(self.cameras_left_out.items()):
-                values[f"camera images left out: {reason}"] = str(count)
+                values[f"cameras left out of a sweep: {reason}"] = str(count)
         values.update({f"mean {stage} ms": f"{milliseconds:.1f}" for stage, milliseconds in timings.items()})
 
         faults = {reason: count for reason, count in new_skipped.items() if reason not in IDLE_REASONS}
@@ -90,7 +90,7 @@ class SweepStatistics:
         if new_dropped:
             problems.append(f"dropped {new_dropped} sweeps: processing is slower than the input")
         if new_left_out:
-            problems.append("camera images left out (" + ", ".join(
+            problems.append("cameras left out of sweeps (" + ", ".join(
                 f"{r}: {c}" for r, c in sorted(new_left_out.items())) + ")")
         if faults and not new_processed:
             return DiagnosticReport(ERROR, "; ".join(problems), values)

@@ -4,7 +4,7 @@ from clip_seg3d_ros.sparse.backend import select_backend, torchsparse_available
 from clip_seg3d_ros.sparse.conv import sparse_conv3d
 from clip_seg3d_ros.sparse.coords import kernel_offsets
 from clip_seg3d_ros.sparse.nn import SparseBatchNorm, SparseConv3d, SparseReLU, cat_features
-from clip_seg3d_ros.sparse.tensor import CoordinateCache, SparseTensor
+from clip_seg3d_ros.sparse.tensor import CoordinateCache, SparseTensor, Workspace
 
 __all__ = [
     "CoordinateCache",
@@ -17,4 +17,5 @@ __all__ = [
     "select_backend",
     "sparse_conv3d",
     "torchsparse_available",
+    "Workspace",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -11,20 +12,21 @@ from clip_seg3d_ros.sparse.kernel_map import KernelMap, downsampling_map, search
 
 
 class Workspace:
-    """Scratch memory reused by every convolution of one pass: the gathered rows and their products.
+    """Scratch memory for the convolutions: the gathered rows and their products.
 
     A fresh tensor of tens of megabytes costs more to fault in than the gather that fills it (the CPU
-    allocator returns large blocks to the system); one buffer per dtype and device, grown when too small, does
-    not. A taken region is only valid until the next ``take``.
+    allocator hands large blocks back to the system when they are freed), so one buffer per thread, device and
+    dtype is kept and grown when too small. A network keeps one across passes (:class:`MinkUNet` does); a
+    cache without one gets its own. A taken region is only valid until the next ``take`` on that thread.
     """
 
     def __init__(self) -> None:
-        self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._buffers: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
 
     def take(self, like: torch.Tensor, *shapes: tuple[int, int]) -> list[torch.Tensor]:
         """Contiguous, uninitialised tensors of ``shapes`` with ``like``'s dtype and device, side by side."""
         sizes = [rows * cols for rows, cols in shapes]
-        key = (like.device, like.dtype)
+        key = (threading.get_ident(), like.device, like.dtype)
         buffer = self._buffers.get(key)
         if buffer is None or buffer.numel() < sum(sizes):
             buffer = self._buffers[key] = like.new_empty(sum(sizes))
