@@ -45,9 +45,13 @@ bench: setup
 demo: setup
 	$(BIN)/python training/train.py --config config/train/synthetic.yaml --out runs/demo $(ARGS)
 
-# The robot side: the node under the pip-installed ROS 2 labels a synthetic bag, the evaluate node scores it.
-ros-demo: ros-setup
+# The robot side: the node under the pip-installed ROS 2 labels a synthetic bag, the evaluate node scores it
+# (with the demo model: trained first if it is not there, about 7 minutes on a 2-core CPU).
+ros-demo: ros-setup runs/demo/model.pt
 	$(NETNS) $(BIN)/python -m clip_seg3d_ros.tools.ros_demo --out runs/ros_demo $(ARGS)
+
+runs/demo/model.pt:
+	$(MAKE) demo
 
 # The ablation table of the README (a)-(e) + annotation-free, on the synthetic world.
 benchmark: setup

@@ -37,7 +37,11 @@ setup(
         "rosbags>=0.11",
         "omegaconf>=2.3",
     ],
-    extras_require={"dev": ["pytest>=7", "ruff>=0.5", "hypothesis>=6"]},
+    extras_require={
+        "dev": ["pytest>=7", "ruff>=0.5", "hypothesis>=6"],
+        # Only the peer benchmark (clip_seg3d_ros.tools.sparse_bench) uses it; the package never imports it.
+        "spconv": ["spconv==2.3.8"],
+    },
     zip_safe=True,
     entry_points={
         "console_scripts": [

@@ -23,7 +23,6 @@ from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, select_backend
 from clip_seg3d_ros.vocabulary import Vocabulary
 from clip_seg3d_ros.voxelize import Voxelization, voxelize
 
-
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """Inference precision of the network: float32, or autocast to bfloat16 / float16 (see :class:`Segmenter`)."""
 

@@ -1,4 +1,5 @@
-"""Every sparse convolution against its dense PyTorch reference (values and gradients, float64)."""
+"""Every sparse convolution against its dense PyTorch reference (values and gradients, float64), the fast kernel
+maps against the plain search, and the convolution's own backward against autograd's numerical gradients."""
 
 import itertools
 
@@ -8,6 +9,7 @@ import torch.nn.functional as F
 
 from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, kernel_offsets, sparse_conv3d
 from clip_seg3d_ros.sparse.coords import CoordinateIndex, downsample_coords, hash_coords, unhash_coords
+from clip_seg3d_ros.sparse.kernel_map import downsampling_map, searched_map, submanifold_map
 
 GRID = 7  # dense grid cells per axis
 BATCH = 2
@@ -64,7 +66,7 @@ def assert_grads_match(sparse_out, dense_out_at_sites, x, kernel, seed):
     torch.testing.assert_close(grad_k_sparse, grad_k_dense, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("kernel_size", [1, 2, 3])
+@pytest.mark.parametrize("kernel_size", [1, 2, 3, 5])
 @pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize("tensor_stride", [1, 2])
 def test_submanifold_conv_matches_dense(kernel_size, channels, tensor_stride):
@@ -82,7 +84,7 @@ def test_submanifold_conv_matches_dense(kernel_size, channels, tensor_stride):
     assert_grads_match(out.feats, expected, x.feats, kernel, seed=2)
 
 
-@pytest.mark.parametrize("kernel_size", [1, 2, 3])
+@pytest.mark.parametrize("kernel_size", [1, 2, 3, 4])
 @pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize("tensor_stride", [1, 2])
 def test_strided_conv_matches_dense(kernel_size, channels, tensor_stride):
@@ -167,3 +169,82 @@ def test_coordinates_that_would_alias_in_the_hash_are_refused():
     coords = torch.tensor([[0, 0, 0, 0], [0, 20000, 0, 0]])
     with pytest.raises(ValueError, match="outside the supported"):
         SparseTensor(feats=torch.zeros(2, 1), coords=coords)
+
+
+def pair_sets(kernel_map, volume):
+    """{offset: set of (input row, output row)}, the identity offset's pairs included."""
+    pairs = {}
+    for offset in range(volume):
+        rows_in, rows_out = kernel_map.pairs(offset)
+        pairs[offset] = set(zip(rows_in.tolist(), rows_out.tolist(), strict=True))
+    if kernel_map.identity_offset is not None:
+        pairs[kernel_map.identity_offset] = {(i, i) for i in range(kernel_map.num_outputs)}
+    return pairs
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+@pytest.mark.parametrize("tensor_stride", [1, 2])
+def test_submanifold_map_equals_the_searched_map(kernel_size, tensor_stride):
+    # Unsorted coordinates (random_sparse permutes them), two batch items, negative coordinates.
+    x = random_sparse(200, 1, tensor_stride, seed=kernel_size + tensor_stride)
+    coords = x.coords - 3 * tensor_stride
+    index = CoordinateIndex(coords)
+    fast = submanifold_map(index, coords, kernel_size, tensor_stride)
+    searched = searched_map(index, len(coords), coords, kernel_size, tensor_stride)
+    assert pair_sets(fast, kernel_size**3) == pair_sets(searched, kernel_size**3)
+    assert sum(end - start for _, start, end in fast.segments) == fast.rows_in.numel()
+
+
+@pytest.mark.parametrize("tensor_stride", [1, 2, 4])
+def test_downsampling_map_equals_the_searched_map(tensor_stride):
+    x = random_sparse(250, 1, tensor_stride, seed=tensor_stride)
+    coords = x.coords - 5 * tensor_stride  # negative coordinates floor to the cell below
+    coarse, parent = downsample_coords(coords, 2 * tensor_stride)
+    fast = downsampling_map(coords, tensor_stride, parent, len(coarse))
+    searched = searched_map(CoordinateIndex(coords), len(coords), coarse, 2, tensor_stride)
+    assert pair_sets(fast, 8) == pair_sets(searched, 8)
+    assert sorted(fast.rows_in.tolist()) == list(range(len(coords)))  # every input exactly once
+
+
+@pytest.mark.parametrize(("kernel_size", "stride", "transposed"),
+                         [(3, 1, False), (5, 1, False), (2, 1, False), (2, 2, False), (3, 2, False),
+                          (2, 2, True), (3, 2, True)])
+def test_backward_passes_gradcheck(kernel_size, stride, transposed):
+    # The custom backward against autograd's finite differences (float64), input and weight gradients.
+    fine = random_sparse(60, 3, tensor_stride=1, seed=kernel_size * 3 + stride)
+    if transposed:
+        coarse_coords = fine.cache.coords_at(stride)
+        feats = torch.randn(len(coarse_coords), 3, dtype=torch.float64, requires_grad=True)
+    else:
+        feats = fine.feats.detach().clone().requires_grad_()
+    kernel = random_kernel(kernel_size, stride, 3, 2, seed=5)
+
+    def convolve(feats, kernel):
+        if transposed:
+            x = SparseTensor(feats=feats, coords=coarse_coords, stride=stride, cache=fine.cache)
+        else:
+            x = SparseTensor(feats=feats, coords=fine.coords, cache=fine.cache)
+        return sparse_conv3d(x, kernel, kernel_size, stride=stride, transposed=transposed).feats
+
+    assert torch.autograd.gradcheck(convolve, (feats, kernel), eps=1e-6, atol=1e-8)
+
+
+def test_convolutions_record_one_autograd_node_and_save_no_gathered_rows():
+    x = random_sparse(150, 4, tensor_stride=1, seed=3)
+    kernel = random_kernel(3, 1, 4, 5, seed=3)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        out = sparse_conv3d(x, kernel, 3)
+    assert type(out.feats.grad_fn).__name__ == "KernelMapConvolutionBackward"
+    assert saved == [x.feats.shape, kernel.shape]  # the input and the weight, nothing per pair
+
+
+def test_autocast_runs_the_convolution_in_its_dtype():
+    x = random_sparse(150, 8, tensor_stride=1, seed=4)
+    x = x.with_feats(x.feats.detach().float())
+    kernel = random_kernel(3, 1, 8, 8, seed=4).detach().float()
+    reference = sparse_conv3d(x, kernel, 3).feats
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sparse_conv3d(x, kernel, 3).feats
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, rtol=0.05, atol=0.1)

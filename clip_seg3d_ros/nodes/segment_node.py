@@ -346,9 +346,13 @@ class SegmentationNode(Node):
     # --- shutdown ------------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the worker and free the model (GPU memory included)."""
+        """Let the sweep in flight finish, stop the worker, say what was done, free the model (GPU memory too)."""
         self.slot.close()
-        self._worker.join(timeout=10.0)
+        self._worker.join(timeout=30.0)
+        stats = self.stats
+        timings = ", ".join(f"{stage} {ms:.1f}" for stage, ms in stats.mean_timings_ms().items())
+        self.get_logger().info(f"processed {stats.processed} sweeps, dropped {stats.dropped}, skipped "
+                               f"{dict(stats.skipped)}; mean stage times (ms): {timings or 'none'}")
         self.runtime.close()
 
 

@@ -1,16 +1,19 @@
 """Sparse 3D convolution: submanifold, strided (downsampling) and transposed (upsampling).
 
-The native kernel is one gather of the input rows of every kernel offset (``index_select``), a matmul per
-offset into one preallocated buffer, and one in-place scatter-add into the output, so it runs on CPU and CUDA.
-Its backward (:class:`KernelMapConvolution`) is the same three steps with the pairs swapped, plus one matmul
-per offset for the weight gradient: autograd records one node per convolution instead of a graph over the
-offsets' gathers and matmuls, and keeps only the input and the weight for the backward, not the gathered rows.
+The native kernel, per kernel offset, gathers the offset's input rows (``index_select``) and multiplies them
+by the offset's weight into one preallocated buffer of products; one ``embedding_bag`` then sums each output
+row's products (a scatter-add done as a gather-sum). It runs on CPU and CUDA, with the kernel maps of
+:mod:`clip_seg3d_ros.sparse.kernel_map`. Its backward (:class:`KernelMapConvolution`) is the same with the
+pairs swapped, plus one matmul per offset for the weight gradient: autograd records one node per convolution
+instead of a graph over the offsets' gathers and matmuls, and keeps only the input and the weight for the
+backward, not the gathered rows.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from clip_seg3d_ros.sparse.kernel_map import KernelMap
 from clip_seg3d_ros.sparse.tensor import SparseTensor, Workspace
@@ -72,14 +75,17 @@ def gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kernel_map:
     ``feats`` (num_inputs, C_in), ``weight`` (K, C_in, C_out); no autograd (see :class:`KernelMapConvolution`).
     """
     identity = kernel_map.identity_offset
-    num_pairs = kernel_map.rows_in.numel()
-    if num_pairs == 0:
+    if not kernel_map.segments:
         return feats @ weight[identity] if identity is not None else feats.new_zeros(kernel_map.num_outputs,
                                                                                        weight.shape[-1])
-    gathered, products = workspace.take(feats, (num_pairs, weight.shape[-2]), (num_pairs, weight.shape[-1]))
-    torch.index_select(feats, 0, kernel_map.rows_in, out=gathered)
-    for offset, start, end in kernel_map.segments():
-        torch.mm(gathered[start:end], weight[offset], out=products[start:end])
+    # Each offset's input rows are gathered into one small buffer that stays in cache for its matmul; the
+    # products of all offsets go side by side into one preallocated buffer.
+    largest = max(end - start for _, start, end in kernel_map.segments)
+    gathered, products = workspace.take(feats, (largest, weight.shape[-2]),
+                                        (kernel_map.rows_in.numel(), weight.shape[-1]))
+    for offset, start, end in kernel_map.segments:
+        rows = torch.index_select(feats, 0, kernel_map.rows_in[start:end], out=gathered[: end - start])
+        torch.mm(rows, weight[offset], out=products[start:end])
     # The scatter-add as a gather-sum: embedding_bag sums each output's products (its pairs ordered by output
     # row) several times faster than index_add_, which adds element by element.
     order, output_starts = kernel_map.by_output()
@@ -102,6 +108,7 @@ class KernelMapConvolution(torch.autograd.Function):
         return gather_matmul_scatter(feats, weight, kernel_map, workspace)
 
     @staticmethod
+    @once_differentiable  # its buffers are written in place: no second derivative
     def backward(ctx, grad_out: torch.Tensor):
         feats, weight = ctx.saved_tensors
         kernel_map: KernelMap = ctx.kernel_map
@@ -115,14 +122,14 @@ class KernelMapConvolution(torch.autograd.Function):
             identity = kernel_map.identity_offset
             if identity is not None:
                 torch.mm(feats.T, grad_out, out=grad_weight[identity])
-            num_pairs = kernel_map.rows_in.numel()
-            if num_pairs:
-                gathered_in, gathered_out = ctx.workspace.take(feats, (num_pairs, feats.shape[1]),
-                                                               (num_pairs, grad_out.shape[1]))
-                torch.index_select(feats, 0, kernel_map.rows_in, out=gathered_in)
-                torch.index_select(grad_out, 0, kernel_map.rows_out, out=gathered_out)
-                for offset, start, end in kernel_map.segments():
-                    torch.mm(gathered_in[start:end].T, gathered_out[start:end], out=grad_weight[offset])
+            if kernel_map.segments:
+                largest = max(end - start for _, start, end in kernel_map.segments)
+                inputs, grads = ctx.workspace.take(feats, (largest, feats.shape[1]), (largest, grad_out.shape[1]))
+                for offset, start, end in kernel_map.segments:
+                    rows_in = torch.index_select(feats, 0, kernel_map.rows_in[start:end], out=inputs[: end - start])
+                    rows_out = torch.index_select(grad_out, 0, kernel_map.rows_out[start:end],
+                                                  out=grads[: end - start])
+                    torch.mm(rows_in.T, rows_out, out=grad_weight[offset])
         return grad_feats, grad_weight, None, None
 
 

@@ -47,6 +47,12 @@ def hash_coords(coords: torch.Tensor) -> torch.Tensor:
     return key
 
 
+def offset_key(dx: int, dy: int, dz: int) -> int:
+    """The key increment of a spatial offset: hash(c + d) == hash(c) + offset_key(d) while nothing carries,
+    which the coordinate limit guarantees for offsets of a few (strided) voxels."""
+    return (dx << (2 * _FIELD_BITS)) + (dy << _FIELD_BITS) + dz
+
+
 def unhash_coords(keys: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`hash_coords`: (N,) keys -> (N, 4) int64 coordinates."""
     mask = (1 << _FIELD_BITS) - 1
@@ -61,7 +67,17 @@ class CoordinateIndex:
     """Sorted hash keys of one coordinate set, answering "which row holds this coordinate?"."""
 
     def __init__(self, coords: torch.Tensor) -> None:
-        self.sorted_keys, self.order = torch.sort(hash_coords(coords))
+        keys = hash_coords(coords)
+        # Voxelization and downsampling give key-sorted coordinates: on the CPU, where checking costs no
+        # device synchronisation, such a set is used as it is (its sorted position is its row).
+        if keys.device.type == "cpu" and bool((keys[1:] > keys[:-1]).all()):
+            self.sorted_keys, self.order = keys, None
+        else:
+            self.sorted_keys, self.order = torch.sort(keys)
+
+    def rows(self, positions: torch.Tensor) -> torch.Tensor:
+        """The rows (int64) of the coordinates at ``positions`` in sorted order."""
+        return positions.long() if self.order is None else self.order[positions]
 
     def lookup_keys(self, keys: torch.Tensor) -> torch.Tensor:
         """Row index of each key in the indexed set, or -1 where absent."""
@@ -69,7 +85,7 @@ class CoordinateIndex:
             return torch.full_like(keys, -1)
         position = torch.searchsorted(self.sorted_keys, keys).clamp_(max=self.sorted_keys.numel() - 1)
         found = self.sorted_keys[position] == keys
-        return torch.where(found, self.order[position], torch.full_like(position, -1))
+        return torch.where(found, self.rows(position), torch.full_like(position, -1))
 
     def lookup(self, coords: torch.Tensor) -> torch.Tensor:
         return self.lookup_keys(hash_coords(coords))

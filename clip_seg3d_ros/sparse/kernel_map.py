@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from clip_seg3d_ros.sparse.coords import CoordinateIndex, hash_coords, kernel_offsets
+from clip_seg3d_ros.sparse.coords import CoordinateIndex, hash_coords, kernel_offsets, offset_key
 
 
 @dataclass
@@ -41,12 +41,12 @@ class KernelMap:
     identity_offset: int | None = None
     _transposed: KernelMap | None = field(default=None, repr=False, compare=False)
     _by_output: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    segments: list[tuple[int, int, int]] = field(init=False, repr=False, compare=False)
+    """(offset, start, end) of each non-empty segment."""
 
-    def segments(self):
-        """(offset, start, end) of each non-empty segment."""
-        for j, offset in enumerate(self.offsets):
-            if self.starts[j + 1] > self.starts[j]:
-                yield offset, self.starts[j], self.starts[j + 1]
+    def __post_init__(self) -> None:
+        self.segments = [(offset, self.starts[j], self.starts[j + 1]) for j, offset in enumerate(self.offsets)
+                         if self.starts[j + 1] > self.starts[j]]
 
     def pairs(self, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(input rows, output rows) through ``offset``; empty when it has none (and for the identity offset)."""
@@ -70,7 +70,9 @@ class KernelMap:
         start of each output's run). Built once per map."""
         if self._by_output is None:
             order = torch.argsort(self.rows_out, stable=True)
-            counts = torch.bincount(self.rows_out, minlength=self.num_outputs)
+            # Not bincount: on CUDA it reads the maximum back to the host.
+            counts = torch.zeros(self.num_outputs, dtype=torch.long, device=self.rows_out.device).index_add_(
+                0, self.rows_out, torch.ones_like(self.rows_out))
             self._by_output = (order, counts.cumsum(0) - counts)
         return self._by_output
 
@@ -83,9 +85,8 @@ def _starts(counts: list[int]) -> list[int]:
 
 
 def _offset_keys(offsets: torch.Tensor) -> torch.Tensor:
-    """Key increments of spatial offsets: hash(c + d) == hash(c) + (hash(d) - hash(0)) while nothing carries."""
-    with_batch = torch.cat([torch.zeros_like(offsets[:, :1]), offsets], dim=1)
-    return hash_coords(with_batch) - hash_coords(torch.zeros_like(with_batch[:1]))
+    """Key increments (:func:`offset_key`) of (K, 3) spatial offsets."""
+    return torch.tensor([offset_key(*offset) for offset in offsets.tolist()], device=offsets.device)
 
 
 def _found_pairs(input_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -103,7 +104,7 @@ def searched_map(in_index: CoordinateIndex, num_inputs: int, out_coords: torch.T
                  in_stride: int) -> KernelMap:
     """Output row ``o`` at coordinate ``q`` receives input row ``i`` through offset ``d`` when the input
     coordinate is ``q + d * in_stride``, which is what dense cross-correlation does."""
-    offset_keys = _offset_keys(kernel_offsets(kernel_size, out_coords.device) * in_stride)
+    offset_keys = _offset_keys(kernel_offsets(kernel_size) * in_stride).to(out_coords.device)
     neighbour_keys = offset_keys.unsqueeze(1) + hash_coords(out_coords).unsqueeze(0)  # (K, N_out)
     rows_in, rows_out, counts = _found_pairs(in_index.lookup_keys(neighbour_keys))
     return KernelMap(rows_in, rows_out, list(range(len(offset_keys))), _starts(counts), num_inputs, len(out_coords))
@@ -121,12 +122,12 @@ def submanifold_map(index: CoordinateIndex, coords: torch.Tensor, kernel_size: i
     searches per voxel for a 3x3x3 kernel instead of 27.
     """
     k, r = kernel_size, kernel_size // 2
-    keys, order = index.sorted_keys, index.order  # looked up in sorted order; row = order[position]
+    keys = index.sorted_keys  # looked up in sorted order; row = index.rows(position)
     n = len(keys)
     last = max(n - 1, 0)
-    columns = torch.arange((k * k - 1) // 2, device=keys.device)  # (dx, dy) before the centre in offset order
-    column_offsets = torch.stack([columns % k - r, columns // k - r, torch.full_like(columns, -r)], dim=1)
-    bases = _offset_keys(column_offsets * stride).unsqueeze(1) + keys.unsqueeze(0)  # (columns, n): dz = -r
+    columns = range((k * k - 1) // 2)  # the (dx, dy) before the centre column, in offset order
+    column_keys = [offset_key((c % k - r) * stride, (c // k - r) * stride, -r * stride) for c in columns]
+    bases = torch.tensor(column_keys, device=keys.device).unsqueeze(1) + keys.unsqueeze(0)  # (columns, n): dz = -r
     first = torch.searchsorted(keys, bases, out_int32=True)
     candidates = [(first + m).clamp_(max=last) for m in range(k)]
     candidate_keys = [keys[candidate] for candidate in candidates]
@@ -148,7 +149,7 @@ def submanifold_map(index: CoordinateIndex, coords: torch.Tensor, kernel_size: i
         positions.append(found)
         looked_up.append((r - d) * k * k + len(columns))
     found_in, found_out, counts = _found_pairs(torch.stack(positions))
-    rows_in, rows_out = order[found_in], order[found_out]
+    rows_in, rows_out = index.rows(found_in), index.rows(found_out)
     volume = k**3
     return KernelMap(rows_in=torch.cat([rows_in, rows_out]), rows_out=torch.cat([rows_out, rows_in]),
                      offsets=looked_up + [volume - 1 - o for o in looked_up], starts=_starts(counts + counts),
@@ -167,5 +168,11 @@ def downsampling_map(coords: torch.Tensor, stride: int, parent: torch.Tensor, nu
     # Grouped by offset; the stable order keeps the inputs key-sorted inside each group.
     order = torch.argsort(offset, stable=True)
     counts = torch.zeros(8, dtype=torch.long, device=coords.device).index_add_(0, offset, torch.ones_like(offset))
-    return KernelMap(rows_in=order, rows_out=parent[order], offsets=list(range(8)), starts=_starts(counts.tolist()),
-                     num_inputs=len(coords), num_outputs=num_outputs)
+    kernel_map = KernelMap(rows_in=order, rows_out=parent[order], offsets=list(range(8)),
+                           starts=_starts(counts.tolist()), num_inputs=len(coords), num_outputs=num_outputs)
+    # The transposed convolution gives every fine voxel exactly one pair: ordered by output, the pairs are the
+    # inverse permutation of ``order``, which a scatter finds without the sort of by_output().
+    pair_of_input = torch.empty_like(order)
+    pair_of_input[order] = torch.arange(len(order), device=order.device)
+    kernel_map.transposed()._by_output = (pair_of_input, torch.arange(len(order), device=order.device))
+    return kernel_map

@@ -3,12 +3,15 @@
     python -m clip_seg3d_ros.tools.bench                      # a generated 120,000-point, 64-beam sweep
     python -m clip_seg3d_ros.tools.bench --points 000000.bin  # a KITTI .bin scan (float32 x, y, z, intensity)
     python -m clip_seg3d_ros.tools.bench --checkpoint model.pt --device cuda
+    python -m clip_seg3d_ros.tools.bench --device cuda --precision bf16  # the network under bf16 autocast
 
 Stages are the node's own, timed by the same code (:class:`clip_seg3d_ros.runtime.processor.SweepProcessor`):
 preprocess (validation, NaN filtering, voxelization), inference (MinkUNet, projection, classifier, softmax),
 fusion (0 here: no cameras), postprocess (per-point labels and scores back on the host), total.
 Without a checkpoint the network of ``--preset`` is randomly initialised: latency does not depend on the
-weights. This is a benchmark, not a test: figures depend on the machine, which the output names.
+weights. ``--precision`` bf16 / fp16 runs the network under autocast (see :class:`Segmenter`); fp16 is
+for GPUs (CPUs have no fast float16 matmul). This is a benchmark, not a test: figures depend on the machine,
+which the output names.
 
 An unusable input (a missing or malformed scan file, a bad checkpoint, an unknown or absent device) is one
 ``error: ...`` line on stderr and exit status 1, no traceback.
@@ -32,7 +35,7 @@ from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_CLASSES
 from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.models import MINKUNET_PRESETS, ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.runtime.processor import STAGES, SweepProcessor
-from clip_seg3d_ros.segmenter import Segmenter
+from clip_seg3d_ros.segmenter import PRECISIONS, Segmenter
 from clip_seg3d_ros.vocabulary import Vocabulary
 
 
@@ -93,12 +96,14 @@ def time_stages(processor: SweepProcessor, points: np.ndarray, warmup: int, repe
 
 def build_segmenter(args: argparse.Namespace, device: torch.device) -> tuple[Segmenter, str]:
     if args.checkpoint:
-        segmenter = Segmenter.from_checkpoint(args.checkpoint, device=device, sparse_backend=args.backend)
+        segmenter = Segmenter.from_checkpoint(args.checkpoint, device=device, sparse_backend=args.backend,
+                                              precision=args.precision)
         return segmenter, segmenter.config.preset
     torch.manual_seed(0)
     config = ModelConfig.from_preset(args.preset, voxel_size=args.voxel_size)
     vocabulary = Vocabulary(SEMANTICKITTI_CLASSES, torch.randn(len(SEMANTICKITTI_CLASSES), config.embed_dim))
-    return Segmenter(PointSegmentationNet(config), vocabulary, device, args.backend), args.preset
+    segmenter = Segmenter(PointSegmentationNet(config), vocabulary, device, args.backend, precision=args.precision)
+    return segmenter, args.preset
 
 
 def _at_least(minimum: int):
@@ -126,6 +131,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--voxel-size", type=_positive_metres, default=0.05, help="metres, without --checkpoint")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--backend", default="auto", choices=["auto", "native", "torchsparse"])
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                        help="the network's precision: fp32, or bf16 / fp16 autocast")
     parser.add_argument("--warmup", type=_at_least(0), default=3)
     parser.add_argument("--repeats", type=_at_least(1), default=20)
     return parser.parse_args(argv)
@@ -153,6 +160,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": device_description(device),
         "torch": torch.__version__,
         "sparse_backend": segmenter.sparse_backend,
+        "precision": segmenter.precision,
         "preset": preset,
         "points": int(len(points)),
         "voxels": int(len(segmenter.preprocess(points).voxels.coords)),

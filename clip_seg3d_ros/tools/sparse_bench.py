@@ -35,7 +35,7 @@ from clip_seg3d_ros.models import MINKUNET_PRESETS, MinkUNet
 from clip_seg3d_ros.models.minkunet import ResidualBlock
 from clip_seg3d_ros.sparse import CoordinateCache, SparseBatchNorm, SparseConv3d, SparseReLU, SparseTensor
 from clip_seg3d_ros.sparse.conv import sparse_conv3d
-from clip_seg3d_ros.sparse.coords import CoordinateIndex, hash_coords
+from clip_seg3d_ros.sparse.coords import CoordinateIndex
 from clip_seg3d_ros.tools.bench import device_description, generated_sweep
 from clip_seg3d_ros.voxelize import voxelize
 
@@ -110,7 +110,7 @@ def spconv_minkunet(net: MinkUNet, spc) -> nn.Module:
             c_in, c_out, k = module.in_channels, module.out_channels, module.kernel_size
             if k == 1:
                 conv = spc.SubMConv3d(c_in, c_out, 1, bias=False)
-                weight = module.kernel.detach().reshape(conv.weight.shape)  # spconv's 1x1 path reads it as (C_in, C_out)
+                weight = module.kernel.detach().reshape(conv.weight.shape)  # its 1x1 path reads (C_in, C_out)
             elif module.transposed:
                 conv = spc.SparseInverseConv3d(c_in, c_out, k, indice_key=f"down{level // 2}", bias=False)
                 weight = spconv_weight(module.kernel.detach(), k)
@@ -346,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         ops = build_ops(levels, args.preset, spc)
         for threads in thread_counts:
             torch.set_num_threads(threads)
-            label = f"{voxel_size:g} m, {threads} thread{'s' if threads > 1 else ''}"
+            label = f"{voxel_size:g} m, " + (f"{threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu"
+                                              else device.type)
             results = measure(ops, args.repeats, device, compare=threads == 1)
             settings[label] = {"voxels": {str(s): len(levels.coords[s]) for s in LEVELS}, "ops": results}
             for name, result in results.items():

@@ -1,0 +1,23 @@
+"""The sparse peer benchmark's one-JSON output, and (where spconv is installed) that both engines agree."""
+
+import json
+
+import numpy as np
+
+from clip_seg3d_ros.tools import sparse_bench
+
+
+def test_sparse_bench_prints_ratios_and_agreeing_outputs(tmp_path, capsys, kitti_crop):
+    path = tmp_path / "scan.npy"
+    np.save(path, kitti_crop[:20_000])
+    sparse_bench.main(["--points", str(path), "--voxel-sizes", "0.4", "--threads", "1", "--repeats", "1"])
+    result = json.loads(capsys.readouterr().out)
+    ops = result["settings"]["0.4 m, 1 thread"]["ops"]
+    assert "MinkUNet small forward" in ops and all(op["native_ms"] > 0 for op in ops.values())
+    if result["spconv"] is None:  # not installed: native times only
+        assert result["ratios"] == {}
+        return
+    for name, op in ops.items():
+        assert op["ratio"] > 0, name
+        if "max_abs_difference" in op:  # the same weights and voxels give the same outputs
+            assert op["max_abs_difference"] <= 1e-5 * max(op["output_max_abs"], 1.0), name
