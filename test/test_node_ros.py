@@ -279,3 +279,77 @@ def header_at(second: int):
     header = Header(frame_id="lidar")
     header.stamp.sec = second
     return header
+
+
+@pytest.mark.slow  # CLIP ViT-B/16 on the CPU, in the node and in replay
+def test_cameras_fuse_as_in_replay_and_a_dead_or_uncalibrated_camera_never_stops_the_output(
+        probe, domain_id, bag, samples, tmp_path):
+    from open_clip import create_model
+    from safetensors.torch import save_file
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from clip_seg3d_ros.ros.bag_reader import BagCameras, BagLookup, open_bag
+
+    # CLIP found offline, as a user gives it: a local weights file (here a randomly initialised ViT-B/16).
+    weights = tmp_path / "clip.safetensors"
+    save_file({name: tensor.contiguous() for name, tensor in create_model("ViT-B-16").state_dict().items()},
+              str(weights))
+    names = list(samples[0].class_names)
+    checkpoint = write_random_checkpoint(tmp_path / "model.pt", names, [n not in SEMANTICKITTI_UNSEEN for n in names],
+                                         embed_dim=512)
+    clip = {"clip_model": "ViT-B-16", "clip_weights": str(weights)}
+    assert replay.main([str(bag), "--checkpoint", str(checkpoint), "--device", "cpu", "--use-cameras",
+                        "--clip-model", "ViT-B-16", "--clip-weights", str(weights), "--out", str(tmp_path / "fused"),
+                        "--no-progress"]) == 0
+    expected = {stamp_to_ns(message.header.stamp): read_labels(message)
+                for message in bag_messages(tmp_path / "fused", "/points_labelled")}
+
+    # The front camera's extrinsics as parameters, exactly the transform replay read from the bag's /tf_static.
+    reader = open_bag(bag)
+    try:
+        cameras = BagCameras(BagLookup(reader), 0)
+        (_, info), = cameras.cameras.values()
+        sweep_stamp = stamp_to_ns(bag_messages(bag, "/points")[0].header.stamp)
+        lidar_to_camera = cameras.transforms.lookup(info.header.frame_id, "lidar", sweep_stamp)
+    finally:
+        reader.close()
+    segmenter = NodeProcess("segment", {
+        "checkpoint": str(checkpoint), "device": "cpu", "use_cameras": True, "diagnostics_period": 0.5,
+        "camera_topics": ["/front/image_raw", "/rear/image_raw"],  # the rear camera has no extrinsics
+        "extrinsics.front.lidar_to_camera": [float(value) for value in lidar_to_camera.ravel()], **clip},
+        tmp_path / "segment.log", domain_id)
+    outputs = Outputs(probe)
+    diagnostics = []
+    probe.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    points = probe.create_publisher(PointCloud2, INPUT, qos_profile_sensor_data)
+    images = {camera: probe.create_publisher(Image, f"/{camera}/image_raw", RELIABLE) for camera in ("front", "rear")}
+    infos = {camera: probe.create_publisher(CameraInfo, f"/{camera}/camera_info", RELIABLE)
+             for camera in ("front", "rear")}
+
+    def messages(topic, message_type):
+        with AnyReader([bag]) as bag_reader:
+            connections = [c for c in bag_reader.connections if c.topic == topic]
+            return [deserialize_message(raw, message_type) for _, _, raw in bag_reader.messages(connections)]
+
+    front_images, front_info = messages("/front/image_raw", Image), messages("/front/camera_info", CameraInfo)[0]
+    try:
+        assert wait_until(lambda: points.get_subscription_count() and images["rear"].get_subscription_count(), 120)
+        for camera in ("front", "rear"):
+            infos[camera].publish(front_info)
+        for sweep, image in zip(bag_messages(bag, "/points"), front_images, strict=True):
+            for camera in ("front", "rear"):
+                images[camera].publish(image)
+            output = publish_until_answered(points, sweep, outputs, timeout=120)
+            np.testing.assert_array_equal(read_labels(output), expected[stamp_to_ns(sweep.header.stamp)])
+        # The cameras go quiet: sweeps are still labelled, from 3D alone, and the missing images are counted.
+        late = bag_messages(bag, "/points")[0]
+        late.header.stamp.sec += 1000
+        publish_until_answered(points, late, outputs, timeout=120)
+        values = {}
+        assert wait_until(lambda: values.update(diagnostics_values(diagnostics)) or
+                          int(values.get("cameras left out of a sweep: no_image_within_slop", 0)) >= 2, 30), values
+        assert int(values["cameras left out of a sweep: missing_transform"]) >= 3  # rear, every fused sweep
+        assert segmenter.running()
+    finally:
+        outputs.close()
+        stop_cleanly(segmenter)  # WARN lines (cameras left out) are expected here; errors are not

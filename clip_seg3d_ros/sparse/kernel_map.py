@@ -5,12 +5,14 @@ Three ways to build one, from cheapest to most general:
 - a downsampling map (the UNet's 2x2x2 stride-2 conv): every input voxel lies in exactly one output voxel, at
   the offset given by the lowest bit of its cell coordinates. No search at all: the output voxels and each
   input's output row come from the ``unique(..., return_inverse=True)`` that made the coarser level;
-- a submanifold map (same voxels in and out, odd kernel): the kernel is point-symmetric, so if input ``j``
-  sits at offset ``d`` from output ``i``, input ``i`` sits at ``-d`` from output ``j``. Half the offsets are
-  looked up; the other half are the same pairs swapped;
+- a submanifold map (same voxels in and out, odd kernel): the kernel is point-symmetric, so half of the
+  offsets are looked up and the other half are the same pairs swapped; and a column of offsets (dx, dy, all
+  dz) is found with one binary search (see :func:`submanifold_map`): 4 searches per voxel for 3x3x3, not 27;
 - any other map: every offset looked up in the sorted hash keys of the input voxels.
 
-Each map is built with one host synchronisation on CUDA (the per-offset pair counts that size the matmuls).
+Each map is built with one host synchronisation on CUDA (the per-offset pair counts that size the matmuls);
+making a coarser level costs one more (``unique``). A map is built once per pass and level and serves the
+convolution, its transposed twin and both backwards.
 """
 
 from __future__ import annotations
