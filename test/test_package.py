@@ -16,7 +16,8 @@ ROS_ROOTS = {
 }
 # The only modules that may import ROS: the rclpy nodes.
 NODE_MODULES = ("clip_seg3d_ros/nodes/segment_node.py", "clip_seg3d_ros/nodes/evaluate_node.py",
-                "clip_seg3d_ros/nodes/main.py", "clip_seg3d_ros/nodes/play_bag.py")
+                "clip_seg3d_ros/nodes/main.py", "clip_seg3d_ros/nodes/play_bag.py",
+                "clip_seg3d_ros/nodes/delivery_check.py")
 ROLES = {"sparse", "models", "geometry", "datasets", "synthetic", "teacher", "evaluation", "runtime", "ros", "nodes",
          "training", "tools"}
 

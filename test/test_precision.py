@@ -48,3 +48,20 @@ def test_whole_network_backward_passes_gradcheck():
     coords = torch.stack([torch.zeros_like(cells), cells // 64, cells // 8 % 8, cells % 8], dim=1)
     feats = torch.randn(len(coords), 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda f: net(SparseTensor(f, coords)).feats, (feats,), eps=1e-6, atol=1e-7)
+
+
+def test_a_network_trains_after_inference_mode_passes():
+    # The network's workspace, first filled under inference_mode (as the Segmenter runs), is written again in
+    # training (as self-training does between epochs).
+    torch.manual_seed(0)
+    net = MinkUNet(2, channels=(4,) * 9, blocks_per_stage=1)
+    cells = torch.randperm(40**3)[:2000]  # 40 cells a side: several voxels even at stride 16 (BatchNorm)
+    coords = torch.stack([torch.zeros_like(cells), cells // 1600, cells // 40 % 40, cells % 40], dim=1)
+    feats = torch.randn(len(coords), 2)
+    with torch.inference_mode():
+        expected = net.eval()(SparseTensor(feats, coords)).feats
+    out = net.train()(SparseTensor(feats, coords)).feats
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(SparseTensor(feats, coords)).feats, expected)

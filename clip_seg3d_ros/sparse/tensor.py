@@ -29,7 +29,10 @@ class Workspace:
         key = (threading.get_ident(), like.device, like.dtype)
         buffer = self._buffers.get(key)
         if buffer is None or buffer.numel() < sum(sizes):
-            buffer = self._buffers[key] = like.new_empty(sum(sizes))
+            # A normal tensor even under inference_mode: one made there could not be written to afterwards
+            # (the same network labels sweeps under inference_mode and trains outside it).
+            with torch.inference_mode(False):
+                buffer = self._buffers[key] = like.new_empty(sum(sizes))
         return [part.view(shape) for part, shape in zip(buffer[: sum(sizes)].split(sizes), shapes, strict=True)]
 
 
