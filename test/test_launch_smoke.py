@@ -5,8 +5,16 @@ Runs where ROS 2 is sourced and the package is installed (``colcon build`` then 
 file as a plain module and the module-level skips below apply before anything ROS is imported.
 """
 
+import importlib.util
+
 import pytest
 
+# launch_testing and launch_ros first: they are not shadowed by anything. (A plain "launch" can resolve to this
+# repository's own launch/ folder, a namespace package, when the real one is not installed.)
+for _package in ("launch_testing", "launch_ros"):
+    if importlib.util.find_spec(_package) is None:
+        pytest.skip(f"{_package} is not installed (no wheel on PyPI): needs a sourced ROS 2 with launch_testing; "
+                    "the launch file's structure is tested in test_launch_config.py", allow_module_level=True)
 rclpy = pytest.importorskip("rclpy")
 launch = pytest.importorskip("launch")
 launch_actions = pytest.importorskip("launch.actions")
