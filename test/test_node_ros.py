@@ -183,13 +183,23 @@ def test_bag_sweeps_come_back_labelled_as_replay_labels_them_and_the_evaluator_a
     assert live["iou_per_class"] == pytest.approx(offline["iou_per_class"], abs=1e-9)
 
 
-def set_parameters(probe, values: list[Parameter], timeout: float = 30.0):
+def set_parameters(probe, values: list[Parameter], timeout: float = 60.0):
+    """Call the node's set_parameters service. Asked again when no answer comes within a few seconds: a server
+    can hear a request before it has matched the client's response reader, and that response is lost (a known
+    DDS race of ROS 2 services right after discovery). Setting the same values twice is harmless."""
     client = probe.create_client(SetParameters, f"{NODE}/set_parameters")
-    assert client.wait_for_service(timeout_sec=timeout)
-    future = client.call_async(SetParameters.Request(parameters=[value.to_parameter_msg() for value in values]))
-    assert wait_until(future.done, timeout)
-    probe.destroy_client(client)
-    return future.result().results
+    try:
+        assert client.wait_for_service(timeout_sec=timeout)
+        request = SetParameters.Request(parameters=[value.to_parameter_msg() for value in values])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            future = client.call_async(request)
+            if wait_until(future.done, 5.0):
+                return future.result().results
+            client.remove_pending_request(future)
+        raise AssertionError(f"no answer from {NODE}/set_parameters in {timeout} s")
+    finally:
+        probe.destroy_client(client)
 
 
 def test_runtime_parameters_through_the_parameter_service(probe, domain_id, bag, checkpoint, tmp_path):

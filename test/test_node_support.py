@@ -259,3 +259,16 @@ def test_label_info_round_trip():
                                                                                                   class_name="b")])
     with pytest.raises(ValueError, match="0..1"):
         class_names_from_label_info(gap)
+
+
+def test_precision_setting_reaches_the_segmenter_and_matches_its_choices(checkpoint_path, points):
+    from clip_seg3d_ros.runtime.settings import PRECISIONS
+    from clip_seg3d_ros.segmenter import PRECISIONS as SEGMENTER_PRECISIONS
+
+    assert tuple(SEGMENTER_PRECISIONS) == PRECISIONS
+    runtime = SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", precision="bf16"))
+    assert runtime.processor.segmenter.precision == "bf16"
+    reference = SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu")).process(points)
+    assert (runtime.process(points).labels == reference.labels).mean() > 0.95  # bf16 rounding flips few points
+    with pytest.raises(ValueError, match="precision"):
+        RuntimeSettings(checkpoint="m.pt", precision="int8").validated()

@@ -75,7 +75,7 @@ class SegmentRuntime:
         self._teacher: DenseTeacher | None = None
         self.checkpoint, model = load_model(settings.checkpoint)
         segmenter = Segmenter(model, self.checkpoint.vocabulary, self.device, settings.sparse_backend,
-                              settings.calibration_bias)
+                              settings.calibration_bias, precision=settings.precision)
         vocabulary = self.resolve(settings.vocabulary)
         segmenter.set_vocabulary(vocabulary)
         fusion = None

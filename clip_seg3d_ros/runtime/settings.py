@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from clip_seg3d_ros.device import resolve_device
 
 SPARSE_BACKENDS = ("auto", "native", "torchsparse")
+PRECISIONS = ("fp32", "bf16", "fp16")  # the Segmenter's (clip_seg3d_ros.segmenter.PRECISIONS), without importing torch
 
 DESCRIPTIONS: dict[str, str] = {
     "checkpoint": "path of the trained checkpoint (.pt); required",
@@ -37,6 +38,8 @@ DESCRIPTIONS: dict[str, str] = {
     "clip_weights": "its weights: a local file or an open_clip tag in the Hugging Face cache; empty: the "
     "checkpoint's tag (never downloaded)",
     "clip_quick_gelu": "true for OpenAI-trained CLIP weights given as a file (registry tags know their own)",
+    "precision": "'fp32', 'bf16' or 'fp16': the network's precision (bf16 / fp16 autocast, the classifier stays "
+    "fp32; fp16 for GPUs only: very slow on CPUs)",
     "num_threads": "CPU threads for torch's operators (0: half the cores, at least 1: the robot's other "
     "processes keep the rest)",
 }
@@ -87,6 +90,7 @@ class RuntimeSettings(Settings):
     clip_model: str = ""
     clip_weights: str = ""
     clip_quick_gelu: bool = False
+    precision: str = "fp32"
     num_threads: int = 0
 
     @classmethod
@@ -106,6 +110,8 @@ class RuntimeSettings(Settings):
         check_unit_interval("fusion_weight", self.fusion_weight)
         if self.max_points < 0:
             raise ValueError(f"parameter 'max_points' must be >= 0 (0: no limit), got {self.max_points}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"parameter 'precision' must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.num_threads < 0:
             raise ValueError(f"parameter 'num_threads' must be >= 0 (0: half the cores), got {self.num_threads}")
         return self

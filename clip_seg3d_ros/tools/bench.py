@@ -35,6 +35,7 @@ from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_CLASSES
 from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.models import MINKUNET_PRESETS, ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.runtime.processor import STAGES, SweepProcessor
+from clip_seg3d_ros.runtime.settings import default_threads
 from clip_seg3d_ros.segmenter import PRECISIONS, Segmenter
 from clip_seg3d_ros.vocabulary import Vocabulary
 
@@ -133,6 +134,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backend", default="auto", choices=["auto", "native", "torchsparse"])
     parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                         help="the network's precision: fp32, or bf16 / fp16 autocast")
+    parser.add_argument("--num-threads", type=_at_least(0), default=0,
+                        help="torch CPU threads, as the node's num_threads (0: half the cores)")
     parser.add_argument("--warmup", type=_at_least(0), default=3)
     parser.add_argument("--repeats", type=_at_least(1), default=20)
     return parser.parse_args(argv)
@@ -153,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> dict:
     """The benchmark of ``args`` (cheap checks first: device, scan file, then the checkpoint)."""
     device = resolve_device(args.device)
+    torch.set_num_threads(args.num_threads or default_threads())  # the node's rule, so figures are the node's
     points = read_scan(args.points) if args.points else generated_sweep(args.num_points)
     segmenter, preset = build_segmenter(args, device)
     times = time_stages(SweepProcessor(segmenter), points, args.warmup, args.repeats)
@@ -161,6 +165,7 @@ def run(args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "sparse_backend": segmenter.sparse_backend,
         "precision": segmenter.precision,
+        "threads": torch.get_num_threads(),
         "preset": preset,
         "points": int(len(points)),
         "voxels": int(len(segmenter.preprocess(points).voxels.coords)),

@@ -1,6 +1,6 @@
 """Everything to measure on a GPU, in one process and one call; prints one JSON object.
 
-    python3 -m clip_seg3d_ros.tools.gpu_check --points .gpu/000000.bin [--wheels .gpu]
+    PYTHONPATH=$(ls .gpu/transforms3d-*.whl) python3 -m clip_seg3d_ros.tools.gpu_check --points .gpu/000000.bin
 
 - ``bench``: the node's per-stage latency (:mod:`clip_seg3d_ros.tools.bench`) on the scan, presets small and
   standard, precisions fp32, bf16 and fp16, random weights (latency does not depend on them);
@@ -12,28 +12,32 @@
 - ``precision``: per-point label agreement and largest probability difference of bf16 / fp16 against fp32 on
   the scan (random weights: a trained checkpoint is what makes these figures conclusive).
 
-Needs only torch, numpy, pyyaml, tqdm and pillow; transforms3d (imported by the package) is installed from
-``--wheels`` when it is missing.
+Needs torch, numpy, pyyaml, tqdm and pillow, and transforms3d (imported by the package): where it is not
+installed, its pure-Python wheel on ``PYTHONPATH`` serves (Python imports from a wheel as from a zip).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
-import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+import torch
 
-def ensure_transforms3d(wheels: Path) -> None:
-    if importlib.util.find_spec("transforms3d") is None:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
-                        str(wheels), "transforms3d"], check=True)
+from clip_seg3d_ros.datasets.scan_file import read_scan
+from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_CLASSES
+from clip_seg3d_ros.models import MINKUNET_PRESETS, MinkUNet, ModelConfig, PointSegmentationNet
+from clip_seg3d_ros.segmenter import Segmenter
+from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, sparse_conv3d
+from clip_seg3d_ros.tools import bench, sparse_bench
+from clip_seg3d_ros.vocabulary import Vocabulary
+from clip_seg3d_ros.voxelize import voxelize
 
 
 def printed_json(function, argv: list[str]) -> dict:
@@ -45,8 +49,6 @@ def printed_json(function, argv: list[str]) -> dict:
 
 
 def bench_runs(points: str) -> list[dict]:
-    from clip_seg3d_ros.tools import bench
-
     runs = []
     for preset in ("small", "standard"):
         for precision in ("fp32", "bf16", "fp16"):
@@ -59,12 +61,6 @@ def bench_runs(points: str) -> list[dict]:
 
 
 def syncs_per_map(points: str, voxel_size: float = 0.05) -> dict:
-    import torch
-
-    from clip_seg3d_ros.datasets.scan_file import read_scan
-    from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor
-    from clip_seg3d_ros.voxelize import voxelize
-
     xyz = torch.from_numpy(read_scan(points))[:, :3].cuda()
     voxels = voxelize(xyz, xyz, voxel_size)
     cache = CoordinateCache()
@@ -89,14 +85,6 @@ def syncs_per_map(points: str, voxel_size: float = 0.05) -> dict:
 
 
 def cuda_against_cpu(points: str) -> dict:
-    import numpy as np
-    import torch
-
-    from clip_seg3d_ros.datasets.scan_file import read_scan
-    from clip_seg3d_ros.models import MINKUNET_PRESETS, MinkUNet
-    from clip_seg3d_ros.sparse import SparseTensor, sparse_conv3d
-    from clip_seg3d_ros.voxelize import voxelize
-
     torch.manual_seed(0)
     scan = torch.from_numpy(read_scan(points))
     voxels = voxelize(scan[:, :3], scan, 0.3)
@@ -126,14 +114,6 @@ def cuda_against_cpu(points: str) -> dict:
 
 
 def precision_accuracy(points_path: str) -> list[dict]:
-    import torch
-
-    from clip_seg3d_ros.datasets.scan_file import read_scan
-    from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_CLASSES
-    from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
-    from clip_seg3d_ros.segmenter import Segmenter
-    from clip_seg3d_ros.vocabulary import Vocabulary
-
     points = read_scan(points_path)
     rows = []
     for preset in ("small", "standard"):
@@ -158,13 +138,7 @@ def precision_accuracy(points_path: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=Path, required=True, help="the KITTI .bin scan")
-    parser.add_argument("--wheels", type=Path, default=Path(".gpu"), help="folder with a transforms3d wheel")
     args = parser.parse_args(argv)
-    ensure_transforms3d(args.wheels)
-    import torch
-
-    from clip_seg3d_ros.tools import sparse_bench
-
     started = time.perf_counter()
     result: dict = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0)}
     sections = {

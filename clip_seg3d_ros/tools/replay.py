@@ -70,7 +70,7 @@ from clip_seg3d_ros.ros.pointcloud2 import (
 from clip_seg3d_ros.ros.tf import stamp_to_ns
 from clip_seg3d_ros.runtime.processor import STAGES
 from clip_seg3d_ros.runtime.runtime import SegmentRuntime
-from clip_seg3d_ros.runtime.settings import DESCRIPTIONS, SPARSE_BACKENDS, RuntimeSettings
+from clip_seg3d_ros.runtime.settings import DESCRIPTIONS, PRECISIONS, SPARSE_BACKENDS, RuntimeSettings
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def runtime_settings(args: argparse.Namespace) -> RuntimeSettings:
         vocabulary=tuple(args.vocabulary), score_threshold=args.score_threshold, max_points=args.max_points,
         calibration_bias=args.calibration_bias, use_cameras=args.use_cameras, fusion_weight=args.fusion_weight,
         clip_model=args.clip_model, clip_weights=args.clip_weights, clip_quick_gelu=args.clip_quick_gelu,
-        num_threads=args.num_threads,
+        precision=args.precision, num_threads=args.num_threads,
     )
 
 
@@ -301,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--clip-model", default=defaults.clip_model, help=DESCRIPTIONS["clip_model"])
     node.add_argument("--clip-weights", default=defaults.clip_weights, help=DESCRIPTIONS["clip_weights"])
     node.add_argument("--clip-quick-gelu", action="store_true", help=DESCRIPTIONS["clip_quick_gelu"])
+    node.add_argument("--precision", default=defaults.precision, choices=PRECISIONS, help=DESCRIPTIONS["precision"])
     node.add_argument("--num-threads", type=int, default=defaults.num_threads, help=DESCRIPTIONS["num_threads"])
     return parser
 

@@ -339,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     spc = None if args.native_only or device.type != "cpu" else spconv_module()
     points = torch.from_numpy(read_scan(args.points) if args.points else generated_sweep())
     load_before = os.getloadavg()
+    description = device_description(device)  # before the thread counts change
     settings, ratios = {}, {}
     thread_counts = args.threads if device.type == "cpu" else [torch.get_num_threads()]
     for voxel_size in args.voxel_sizes:
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 if "ratio" in result:
                     ratios.setdefault(name, {})[label] = result["ratio"]
     print(json.dumps({
-        "device": device_description(device),
+        "device": description,
         "torch": torch.__version__,
         "spconv": None if spc is None else _spconv_version(),
         "points": int(len(points)),
