@@ -272,3 +272,48 @@ def test_precision_setting_reaches_the_segmenter_and_matches_its_choices(checkpo
     assert (runtime.process(points).labels == reference.labels).mean() > 0.95  # bf16 rounding flips few points
     with pytest.raises(ValueError, match="precision"):
         RuntimeSettings(checkpoint="m.pt", precision="int8").validated()
+
+
+# --- cameras: pairing and extrinsics ------------------------------------------------------------------------------
+
+def test_each_sweep_takes_per_camera_the_nearest_image_within_the_slop():
+    from clip_seg3d_ros.nodes.camera_buffer import NO_CAMERA_INFO, NO_IMAGE, CameraBuffer
+
+    buffer = CameraBuffer(["front", "rear", "left"], depth=3, slop_ns=50)
+    for stamp in (100, 200, 300, 400):  # depth 3: the image at 100 is gone
+        buffer.add_image("front", stamp, f"front@{stamp}")
+    buffer.add_image("rear", 260, "rear@260")
+    buffer.add_image("left", 300, "left@300")
+    buffer.add_info("front", "front-info")
+    buffer.add_info("rear", "rear-info")
+    pairing = buffer.pair(290)
+    assert pairing.views == [("front", "front@300", "front-info"), ("rear", "rear@260", "rear-info")]
+    assert pairing.left_out == {"left": NO_CAMERA_INFO}
+    assert buffer.pair(110).left_out == {"front": NO_IMAGE, "rear": NO_IMAGE, "left": NO_IMAGE}  # 100 dropped
+    assert buffer.pair(350).views[0] == ("front", "front@300", "front-info")  # a tie takes the earlier image
+    with pytest.raises(ValueError):
+        CameraBuffer(["front"], depth=0, slop_ns=10)
+
+
+def test_camera_names_and_extrinsics_from_parameters():
+    from clip_seg3d_ros.geometry.transforms import transform_from_quaternion
+    from clip_seg3d_ros.nodes.settings import camera_name, lidar_to_camera_from_parameters
+
+    assert camera_name("/cam_front/image_raw") == "cam_front" and camera_name("/a/b/image") == "b"
+    assert camera_name("image") == "image"
+    matrix = transform_from_quaternion([0.5, -0.5, 0.5, -0.5], [0.1, -0.2, 0.3])
+    np.testing.assert_allclose(lidar_to_camera_from_parameters("front", {"lidar_to_camera": matrix.ravel()}),
+                               matrix)
+    from_quaternion = lidar_to_camera_from_parameters(
+        "front", {"translation": [0.1, -0.2, 0.3], "rotation": [-0.5, 0.5, -0.5, 0.5]})  # x, y, z, w (ROS)
+    np.testing.assert_allclose(from_quaternion, matrix, atol=1e-12)
+    assert lidar_to_camera_from_parameters("front", {"lidar_to_camera": [], "translation": []}) is None
+    for values, message in [
+        ({"lidar_to_camera": list(range(15))}, "16 numbers"),
+        ({"lidar_to_camera": [1.0] * 16}, "0 0 0 1"),
+        ({"translation": [0, 0, 0]}, "rotation 4"),
+        ({"lidar_to_camera": matrix.ravel(), "translation": [0, 0, 0]}, "not both"),
+        ({"translation": [0, 0, float("nan")], "rotation": [0, 0, 0, 1]}, "non-finite"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            lidar_to_camera_from_parameters("front", values)
