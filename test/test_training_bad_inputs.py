@@ -98,6 +98,17 @@ def test_a_bad_config_value_names_the_key_and_leaves_no_folder(tmp_path, capsys,
     assert named in line and not out.exists()
 
 
+def test_a_corrupt_scan_found_in_the_first_epoch_is_one_line(tmp_path, capsys):
+    """Data files are read when first used (during the first epoch): a corrupt one is still one line."""
+    root = kitti_tree(tmp_path / "kitti")
+    scan = root / "sequences" / "00" / "velodyne" / "000000.bin"
+    scan.write_bytes(scan.read_bytes()[:-6])  # not a whole number of points any more
+    line = fails("train", ["--config", KITTI_CONFIG, "--out", str(tmp_path / "run"), "--set", f"data.root={root}",
+                           *ONE_SCAN, "teacher.pretrained=null", "model.voxel_size=0.2", "schedule.epochs=1",
+                           "schedule.self_training_rounds=0", "optim.samples_per_step=1"], capsys)
+    assert "000000.bin" in line and "whole number" in line
+
+
 def test_a_missing_config_file_is_one_line(tmp_path, capsys):
     line = fails("train", ["--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "run")], capsys)
     assert "no such config file" in line and not (tmp_path / "run").exists()

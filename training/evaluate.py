@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from clip_seg3d_ros.checkpoint import CheckpointError, load_checkpoint
+from clip_seg3d_ros.datasets.sample import DatasetError
 from clip_seg3d_ros.evaluation.report import evaluate_segmenter, write_report
 from clip_seg3d_ros.evaluation.summary import format_metrics_table
 from clip_seg3d_ros.segmenter import Segmenter
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_segmenter(segmenter, samples, seen, num_bev=config.eval.num_bev, progress=not args.quiet)
         write_report(result, args.out)
     # What a user can get wrong, each one line; anything else is a bug and keeps its traceback.
-    except (CheckpointError, ConfigError, FileNotFoundError) as error:
+    except (CheckpointError, ConfigError, DatasetError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_metrics_table(result.metrics, result.seen))

@@ -31,6 +31,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from clip_seg3d_ros.checkpoint import save_checkpoint
+from clip_seg3d_ros.datasets.sample import DatasetError
 from clip_seg3d_ros.evaluation.summary import format_metrics_table
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.teacher import TeacherWeightsError
@@ -220,7 +221,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # What a user can get wrong, each reported as one "error: ..." line: the config (and the device and data it
 # names), data folders without the sweeps, CLIP weights not on this machine, a run folder --resume cannot
 # continue. Anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS = (ConfigError, FileNotFoundError, TeacherWeightsError, ResumeError)
+EXPECTED_ERRORS = (ConfigError, DatasetError, FileNotFoundError, TeacherWeightsError, ResumeError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from clip_seg3d_ros.datasets.sample import CameraFrame, Sample
+from clip_seg3d_ros.datasets.sample import CameraFrame, DatasetError, Sample
 from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.geometry.camera import CameraModel
 
@@ -37,9 +37,9 @@ class FolderDataset:
         try:
             config = (yaml.safe_load(calib_file.read_text()) if calib_file.exists() else None) or {}
         except yaml.YAMLError as error:
-            raise ValueError(f"{calib_file}: not valid YAML: {' '.join(str(error).split())}") from error
+            raise DatasetError(f"{calib_file}: not valid YAML: {' '.join(str(error).split())}") from error
         if not isinstance(config, dict):
-            raise ValueError(f"{calib_file}: expected a mapping of classes and cameras, got {type(config).__name__}")
+            raise DatasetError(f"{calib_file}: expected a mapping of classes and cameras, got {type(config).__name__}")
         self.class_names = [str(name) for name in config.get("classes", [])]
         try:
             self.cameras = [
@@ -54,7 +54,7 @@ class FolderDataset:
                 for entry in config.get("cameras", [])
             ]
         except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{calib_file}: invalid camera entry: {error}") from error
+            raise DatasetError(f"{calib_file}: invalid camera entry: {error}") from error
         self.scans = sorted(p for p in (self.root / "scans").glob("*") if p.suffix in {".bin", ".npy"})
         if not self.scans:
             raise FileNotFoundError(f"no .bin or .npy scans in {self.root / 'scans'}")
@@ -71,7 +71,7 @@ class FolderDataset:
             labels = np.load(label_file).astype(np.int64).ravel()
             if labels.size and (labels.max() >= len(self.class_names) or labels.min() < -1):
                 top = len(self.class_names) - 1
-                raise ValueError(f"{label_file}: labels outside -1..{top} (see the classes in calib.yaml)")
+                raise DatasetError(f"{label_file}: labels outside -1..{top} (see the classes in calib.yaml)")
         frames = []
         for camera in self.cameras:
             for suffix in (".png", ".jpg"):

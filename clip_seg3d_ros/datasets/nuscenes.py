@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, CameraFrame, Sample
+from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, CameraFrame, DatasetError, Sample
 from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.geometry.calibration import nuscenes_camera
 
@@ -113,7 +113,7 @@ class NuScenes:
         if lidar["token"] in self.lidarseg:
             raw = np.fromfile(self.root / self.lidarseg[lidar["token"]], dtype=np.uint8)
             if len(raw) != len(points):
-                raise ValueError(f"{self.lidarseg[lidar['token']]}: {len(raw)} labels for {len(points)} points")
+                raise DatasetError(f"{self.lidarseg[lidar['token']]}: {len(raw)} labels for {len(points)} points")
             labels = self.label_lookup[raw]
         cameras = []
         for channel in self.cameras if self.with_images else []:

@@ -15,6 +15,11 @@ from clip_seg3d_ros.geometry.camera import CameraModel
 IGNORE_INDEX = -1
 
 
+class DatasetError(ValueError):
+    """A data file that cannot be used (corrupt scan, labels that do not fit, a bad calibration); the message
+    names the file. The command-line tools report it in one line."""
+
+
 @dataclass
 class CameraFrame:
     """One camera's image of a sweep.
@@ -49,6 +54,6 @@ class Sample:
 
     def __post_init__(self) -> None:
         if self.points.ndim != 2 or self.points.shape[1] != 4:
-            raise ValueError(f"sample {self.name}: points must be (N, 4), got {self.points.shape}")
+            raise DatasetError(f"sample {self.name}: points must be (N, 4), got {self.points.shape}")
         if self.labels is not None and self.labels.shape != (len(self.points),):
-            raise ValueError(f"sample {self.name}: {self.labels.shape} labels for {len(self.points)} points")
+            raise DatasetError(f"sample {self.name}: {self.labels.shape} labels for {len(self.points)} points")

@@ -1,20 +1,22 @@
 """The ROS 2 segmentation node: ``ros2 run clip_seg3d_ros segment --ros-args -p checkpoint:=model.pt``.
 
-With the evaluate node, the only modules of the package that import rclpy. It is glue: topics, QoS, TF,
-threads and parameters; what a sweep becomes is decided by :class:`~clip_seg3d_ros.runtime.runtime.SegmentRuntime`
+Glue, like everything in :mod:`clip_seg3d_ros.nodes`: topics, QoS, TF, threads and parameters; what a sweep
+becomes is decided by :class:`~clip_seg3d_ros.runtime.runtime.SegmentRuntime`
 (built from the same settings, and called the same way, as rosbag replay's), messages are converted by
 :mod:`clip_seg3d_ros.ros`.
 
 Topics (relative to the node, remap them in the launch file):
 
-- ``~/input/points`` (sensor_msgs/PointCloud2; sensor-data QoS: best effort, keep last 1): x, y, z and
-  optionally intensity; any other fields are carried to the output unchanged.
+- ``~/input/points`` (sensor_msgs/PointCloud2; sensor-data QoS: best effort, keep last 1, overridable with
+  the standard ``qos_overrides.<topic>.subscription.*`` parameters): x, y, z and optionally intensity; any
+  other fields are carried to the output unchanged.
 - with ``use_cameras``: each of ``camera_topics`` (sensor_msgs/Image, rgb8/bgr8/mono8...) and its sibling
-  ``camera_info``; sweep and images are paired by message_filters' ApproximateTimeSynchronizer
-  (``queue_size``, ``slop``), the CameraInfo is the latest one heard, and the LiDAR-to-camera transform comes
-  from TF (camera optical frame <- cloud frame, at the sweep's stamp, else the latest). An image without a
-  transform, CameraInfo or a readable encoding is left out (warned, throttled, and counted); the sweep is
-  still labelled, from the other cameras or from 3D alone.
+  ``camera_info``. The sweep drives: per camera the image nearest its stamp within ``slop`` among the last
+  ``queue_size`` (:mod:`clip_seg3d_ros.nodes.camera_buffer`), the latest CameraInfo, and the LiDAR-to-camera
+  transform from the parameters ``extrinsics.<camera>.*`` or else TF (camera optical frame <- cloud frame, at
+  the sweep's stamp, else the latest). A camera without an image in time, CameraInfo, transform or a readable
+  encoding is left out of that sweep (warned, throttled, and counted); the sweep is still labelled, from the
+  other cameras or from 3D alone, and never waits for a camera.
 - ``~/output/points`` (PointCloud2, reliable, keep last 1): the input cloud with ``label`` (UINT16 index into
   the label map, 65535 = ignored) and ``score`` (FLOAT32) per point, the input header.
 - ``~/output/points_rgb`` (PointCloud2, when ``publish_rgb``): x, y, z, rgb in the class palette, for RViz.
@@ -23,7 +25,8 @@ Topics (relative to the node, remap them in the launch file):
 - ``~/processing_time_ms/<stage>`` (std_msgs/Float32, per sweep): preprocess, inference, fusion,
   postprocess, total: plain numbers that rqt_plot / PlotJuggler show directly.
 - ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, every ``diagnostics_period`` s): sweeps processed,
-  skipped by reason, dropped, camera images left out, mean stage times (:mod:`clip_seg3d_ros.nodes.sweep_stats`).
+  skipped by reason, dropped, cameras left out by reason, mean stage times
+  (:mod:`clip_seg3d_ros.nodes.sweep_stats`).
 
 Behaviour: no work when nobody subscribes to ``~/output/points`` or ``~/output/points_rgb`` (counted as
 skipped). Sweeps are processed in a worker thread fed by a one-sweep slot: when processing falls behind, the
@@ -32,8 +35,9 @@ failing sweep is logged (throttled), counted and skipped; it never stops the nod
 ``score_threshold``, ``calibration_bias`` and ``fusion_weight`` can be changed while running
 (``ros2 param set``); the other parameters are read once. The parameters are the fields of
 :class:`~clip_seg3d_ros.runtime.settings.RuntimeSettings` (shared with replay) and of the node's own
-:class:`~clip_seg3d_ros.nodes.settings.NodeSettings`. A
-sweep in flight when the vocabulary changes is labelled entirely with the old or entirely with the new one.
+:class:`~clip_seg3d_ros.nodes.settings.NodeSettings`. A sweep in flight when the vocabulary changes is labelled
+entirely with the old or entirely with the new one. SIGINT / SIGTERM: the sweep in flight is finished and
+published, the model freed, exit code 0 (:mod:`clip_seg3d_ros.nodes.main`).
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ class SegmentationNode(Node):
         runtime_settings, self.settings = self._declare_parameters()
         self.runtime = SegmentRuntime(runtime_settings)  # CheckpointError / ValueError: main() reports and exits
         self.stats = SweepStatistics()
-        self.slot: LatestSlot[tuple] = LatestSlot()
+        self.slot: LatestSlot[PointCloud2] = LatestSlot()
         self.cloud_types = PointCloud2Types.from_rclpy()
         self._palettes: dict[tuple[str, ...], np.ndarray] = {}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, Sample
+from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, DatasetError, Sample
 from clip_seg3d_ros.geometry.camera import pixel_cells, project_points
 from clip_seg3d_ros.teacher import DenseTeacher, OpenClipTeacher, SyntheticTeacher
 from clip_seg3d_ros.teacher.pseudo_labels import dense_pseudo_labels
@@ -129,7 +129,7 @@ class ConcatSamples:
         self.parts = list(parts)
         self.class_names = list(self.parts[0].class_names)
         if any(list(part.class_names) != self.class_names for part in self.parts):
-            raise ValueError("all folders of a split must have the same classes")
+            raise DatasetError("all folders of a split must have the same classes")
         self.offsets = np.cumsum([0] + [len(part) for part in self.parts])
 
     def __len__(self) -> int:
@@ -178,7 +178,7 @@ class SamplePreparer:
 
     def __call__(self, sample: Sample) -> TrainingSample:
         if list(sample.class_names) != self.class_names:
-            raise ValueError(f"sample {sample.name}: classes {sample.class_names} differ from {self.class_names}")
+            raise DatasetError(f"sample {sample.name}: classes {sample.class_names} differ from {self.class_names}")
         points, truth = sample.points, sample.labels
         if self.config.data.max_range > 0:
             kept = np.linalg.norm(points[:, :3], axis=1) <= self.config.data.max_range
