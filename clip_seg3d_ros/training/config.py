@@ -197,18 +197,22 @@ def validate(config: TrainConfig) -> TrainConfig:
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """The defaults, then the YAML file at ``path`` (if any), then ``overrides`` ("key.sub=value")."""
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"{path}: no such config file")
+    return _resolve(lambda: OmegaConf.load(path) if path is not None else OmegaConf.create(), overrides,
+                    str(path or "config"))
+
+
+def _resolve(layer, overrides: list[str] | None, where: str) -> TrainConfig:
+    """The defaults, then ``layer()`` (a file's or a saved config), then "key=value" ``overrides``, validated;
+    every OmegaConf error becomes a ConfigError naming ``where`` and the key."""
     try:
-        merged = OmegaConf.structured(TrainConfig)
-        if path is not None:
-            if not Path(path).is_file():
-                raise ConfigError(f"{path}: no such config file")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), layer())
         if overrides:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
-        raise ConfigError(f"{path or 'config'}: {str(error).splitlines()[0]} ({getattr(error, 'full_key', '')})") \
-            from error
+        raise ConfigError(f"{where}: {str(error).splitlines()[0]} ({getattr(error, 'full_key', '')})") from error
     return validate(config)
 
 
@@ -225,21 +229,17 @@ MOVED_KEYS = {
 
 def config_from_dict(data: dict, overrides: list[str] | None = None) -> TrainConfig:
     """The config saved in a checkpoint or run folder, back as a TrainConfig (plus "key=value" overrides)."""
-    try:
+
+    def saved_config():
         saved = OmegaConf.create(data)
         for old, new in MOVED_KEYS.items():
             if OmegaConf.select(saved, old) is not None:
                 OmegaConf.update(saved, new, OmegaConf.select(saved, old))
                 section, key = old.rsplit(".", 1)
                 del saved[section][key]
-        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
-        if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-        config = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"saved training config: {str(error).splitlines()[0]} ({getattr(error, 'full_key', '')})") \
-            from error
-    return validate(config)
+        return saved
+
+    return _resolve(saved_config, overrides, "saved training config")
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
