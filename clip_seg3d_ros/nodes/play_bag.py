@@ -8,6 +8,11 @@ between this player and its subscribers (a best-effort subscriber still matches)
 the start until each of those topics has a subscriber (the nodes under test), up to ``--wait`` seconds, and then
 ``--settle`` seconds more: a writer sees a reader before the reader has finished matching the writer, and a
 message sent in between is lost even over reliable QoS.
+
+``--lockstep SWEEP_TOPIC OUTPUT_TOPIC``: closed-loop playback for evaluation. After each message of
+SWEEP_TOPIC the player waits until a message with the same header stamp appears on OUTPUT_TOPIC (the node's
+labelled cloud), publishing the sweep again every ``--resend`` seconds, so that every sweep is labelled however
+slow the node is; the resends are counted and reported (each one is a sweep lost on the way).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from rclpy.serialization import deserialize_message
 
 from clip_seg3d_ros.nodes.main import run_node
 from clip_seg3d_ros.ros.bag_reader import BagError, open_bag, read_messages
+from clip_seg3d_ros.ros.tf import stamp_to_ns
 
 NODE_NAME = "clip_seg3d_play_bag"
 LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
@@ -53,9 +59,19 @@ class BagPlayer(Node):
             for topic, message_type in self.types.items()
         }
         self.connections = [connection for connection in self.reader.connections if connection.topic in self.types]
-        self.published = 0
+        self.published = self.resent = 0
+        self.answered: set[int] = set()
+        if args.lockstep:
+            sweep_topic, output_topic = args.lockstep
+            if sweep_topic not in self.types:
+                raise ValueError(f"--lockstep: {sweep_topic} is not played")
+            self.create_subscription(self.types[sweep_topic], output_topic,
+                                     lambda message: self.answered.add(stamp_to_ns(message.header.stamp)), depth)
 
     def close(self) -> None:
+        """Say what was played (also after Ctrl-C), then close the bag."""
+        self.get_logger().info(f"published {self.published} messages from {self.args.bag}"
+                               + (f", {self.resent} sweeps sent again" if self.args.lockstep else ""))
         self.reader.close()
 
     def play(self) -> None:
@@ -76,10 +92,22 @@ class BagPlayer(Node):
             message = deserialize_message(raw, self.types[connection.topic])
             self.publishers_by_topic[connection.topic].publish(message)
             self.published += 1
+            if self.args.lockstep and connection.topic == self.args.lockstep[0]:
+                self._wait_for_answer(message)
+                started, first = time.monotonic(), log_time  # the recorded timing resumes from here
         end = time.monotonic() + self.args.linger  # let reliable subscribers take the last messages
         while time.monotonic() < end:
             rclpy.spin_once(self, timeout_sec=0.1)
-        self.get_logger().info(f"published {self.published} messages from {self.args.bag}")
+
+    def _wait_for_answer(self, sweep) -> None:
+        stamp, publisher = stamp_to_ns(sweep.header.stamp), self.publishers_by_topic[self.args.lockstep[0]]
+        sent = time.monotonic()
+        while stamp not in self.answered:
+            rclpy.spin_once(self, timeout_sec=0.05)
+            if time.monotonic() - sent > self.args.resend:
+                publisher.publish(sweep)
+                self.resent += 1
+                sent = time.monotonic()
 
 
 def message_class(message_type: str):
@@ -96,6 +124,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--depth", type=int, default=10, help="publisher queue depth (reliable)")
     parser.add_argument("--wait-for", nargs="*", default=[], help="start once these topics have subscribers")
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for them at most")
+    parser.add_argument("--lockstep", nargs=2, metavar=("SWEEP_TOPIC", "OUTPUT_TOPIC"),
+                        help="publish the next sweep only once the node's output for this one came back")
+    parser.add_argument("--resend", type=float, default=5.0, help="with --lockstep: seconds before sending again")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds more before the first message")
     parser.add_argument("--linger", type=float, default=5.0,
                         help="seconds to stay after the last message (reliable delivery may resend it)")

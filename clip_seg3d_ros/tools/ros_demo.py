@@ -3,8 +3,9 @@
 1. writes a synthetic bag (``to_bag``; scenes of another world seed than training's),
 2. replays it without ROS through the node's runtime (the reference metrics),
 3. starts the segmentation node (console script ``segment``, ``config/segment.yaml``, the demo model) and the
-   evaluate node, and plays the bag into them (``clip_seg3d_ros.nodes.play_bag``, slowed down so that a CPU
-   labels every sweep),
+   evaluate node, and plays the bag into them (``clip_seg3d_ros.nodes.play_bag`` in lockstep: the next sweep
+   once the node's output for this one came back, so that a CPU labels every sweep; a sweep lost on the way is
+   sent again and counted),
 4. prints the evaluate node's metrics next to replay's, and the node's per-stage latency.
 
 Run it inside a network namespace with only loopback (``make ros-demo`` does): DDS stays on this machine. The
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/ros_demo"))
     parser.add_argument("--scenes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=100, help="synthetic world seed of the bag (training used 0)")
-    parser.add_argument("--rate", type=float, default=0.1, help="playback speed (0.1: a sweep a second)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed between sweeps")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the evaluation at most")
     args = parser.parse_args(argv)
@@ -94,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": args.checkpoint, "max_sweeps": args.scenes, "output": args.out / "ros_metrics.json",
         **{f"qos_overrides.{topic}.subscription.reliability": "reliable" for topic in ("/points_gt", OUTPUT)}})],
         args.out / "evaluate.log")
+    # The evaluator pairs a prediction and its ground truth by stamp, whichever comes first.
     player, player_log = start([sys.executable, "-m", "clip_seg3d_ros.nodes.play_bag", str(bag), "--topics",
-                                "/points", "/points_gt", "--rate", str(args.rate), "--wait-for", INPUT, "/points_gt",
-                                "--ros-args", "-r", f"/points:={INPUT}"], args.out / "play_bag.log")
-    print(f"ROS 2: segment + evaluate nodes, bag played at {args.rate}x (logs in {args.out}) ...")
+                                "/points_gt", "/points", "--rate", str(args.rate), "--wait-for", INPUT, "/points_gt",
+                                "--lockstep", "/points", OUTPUT, "--ros-args", "-r", f"/points:={INPUT}"],
+                               args.out / "play_bag.log")
+    print(f"ROS 2: segment + evaluate nodes, the bag played in lockstep (logs in {args.out}) ...")
     try:
         # The evaluator ends by itself after the last sweep; if some sweep never made it, it is stopped a little
         # after the player has finished, and still writes what it evaluated.
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         codes = [stop(player, player_log), stop(segment, segment_log), stop(evaluate, evaluate_log)]
     node_summary = [line for line in (args.out / "segment.log").read_text().splitlines() if "processed" in line]
+    player_summary = [line for line in (args.out / "play_bag.log").read_text().splitlines() if "published" in line]
     if not (args.out / "ros_metrics.json").is_file():
         print(f"error: the evaluate node wrote no metrics (exit codes {codes}); see {args.out}/*.log",
               file=sys.stderr)
@@ -121,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nreplay of the same bag, without ROS: " + " | ".join(f"{key} {offline[key]:.1f}" for key in METRICS)
           + ("  (equal)" if same else "  (DIFFERENT)"))
     print("\nthe segmentation node: " + (node_summary[-1].split("]: ", 1)[-1] if node_summary else "no summary"))
+    print("the player: " + (player_summary[-1].split("]: ", 1)[-1] if player_summary else "no summary"))
     return 0 if same and codes[1] == 0 else 1
 
 
