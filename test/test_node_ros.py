@@ -274,7 +274,9 @@ def test_bad_clouds_floods_and_idle_time_are_counted_and_the_node_lives(probe, d
         for index in range(250):
             points.publish(cloud(100 + index))
             time.sleep(0.02)
-        assert wait_until(lambda: value("sweeps dropped") > 50, 30), diagnostics_values(diagnostics)
+        assert wait_until(lambda: value("sweeps dropped") > 0, 30), diagnostics_values(diagnostics)
+        # Each sweep that arrived is either labelled or counted as dropped: none waits in a queue.
+        assert wait_until(lambda: value("sweeps processed") + value("sweeps dropped") >= 100, 30)
         assert segmenter.rss_mb() - before < 100, (before, segmenter.rss_mb())
         assert segmenter.running()
     finally:
