@@ -189,7 +189,7 @@ def test_submanifold_map_equals_the_searched_map(kernel_size, tensor_stride):
     x = random_sparse(200, 1, tensor_stride, seed=kernel_size + tensor_stride)
     coords = x.coords - 3 * tensor_stride
     index = CoordinateIndex(coords)
-    fast = submanifold_map(index, coords, kernel_size, tensor_stride)
+    fast = submanifold_map(index, kernel_size, tensor_stride)
     searched = searched_map(index, len(coords), coords, kernel_size, tensor_stride)
     assert pair_sets(fast, kernel_size**3) == pair_sets(searched, kernel_size**3)
     assert sum(end - start for _, start, end in fast.segments) == fast.rows_in.numel()

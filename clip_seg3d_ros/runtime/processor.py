@@ -158,12 +158,14 @@ class SweepProcessor:
         clock = _StageClock(device)
         points = validate_points(points)
         num_points = len(points)
-        valid_rows = np.flatnonzero(np.isfinite(points[:, :3]).all(axis=1))
-        kept_rows = valid_rows
-        if self.max_points and len(valid_rows) > self.max_points:
-            kept_rows = valid_rows[evenly_spaced(len(valid_rows), self.max_points)]
-        # The segmenter drops invalid points itself: pass the sweep as it is unless the budget thins it.
-        if len(kept_rows) == len(valid_rows):
+        # The point budget can only apply to a sweep with more points than it: otherwise the segmenter's own
+        # preprocessing (validation, NaN filtering) is all, and nothing is computed twice.
+        valid_rows = kept_rows = None
+        if self.max_points and num_points > self.max_points:
+            valid_rows = np.flatnonzero(np.isfinite(points[:, :3]).all(axis=1))
+            if len(valid_rows) > self.max_points:
+                kept_rows = valid_rows[evenly_spaced(len(valid_rows), self.max_points)]
+        if kept_rows is None:
             prepared = segmenter.preprocess(points)
             point_voxel = prepared.point_voxel
         else:

@@ -112,8 +112,8 @@ def searched_map(in_index: CoordinateIndex, num_inputs: int, out_coords: torch.T
     return KernelMap(rows_in, rows_out, list(range(len(offset_keys))), _starts(counts), num_inputs, len(out_coords))
 
 
-def submanifold_map(index: CoordinateIndex, coords: torch.Tensor, kernel_size: int, stride: int) -> KernelMap:
-    """The map of an odd kernel from a voxel set (coordinates multiples of ``stride``) to itself.
+def submanifold_map(index: CoordinateIndex, kernel_size: int, stride: int) -> KernelMap:
+    """The map of an odd kernel from the voxel set ``index`` holds (coordinates multiples of ``stride``) to itself.
 
     Two savings over searching every offset. Symmetry: offsets ``k`` and ``K - 1 - k`` are opposite (see
     :func:`kernel_offsets`), so the pairs of one half are those of the other with input and output swapped,

@@ -80,7 +80,7 @@ class CoordinateCache:
         if key not in self.kernel_maps:
             out_coords = self.coords_at(out_stride)
             if in_stride == out_stride and kernel_size % 2 == 1:
-                kernel_map = submanifold_map(self.index(in_stride), out_coords, kernel_size, in_stride)
+                kernel_map = submanifold_map(self.index(in_stride), kernel_size, in_stride)
             elif out_stride == 2 * in_stride and kernel_size == 2 and (in_stride, out_stride) in self.parents:
                 kernel_map = downsampling_map(self.coords[in_stride], in_stride, self.parents[in_stride, out_stride],
                                               len(out_coords))
