@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.config, args.overrides)
         else:
             config = config_from_dict(checkpoint.train_config, args.overrides)
-        samples = build_split(config.data, "val", with_images=False)
+        samples = build_split(config.data, "val")  # with the images: their cameras split the metrics by view
         seen = class_flags(samples.class_names, config.data.unseen_classes)
         bias = config.eval.calibration_bias if args.calibration_bias is None else args.calibration_bias
         segmenter = Segmenter.from_checkpoint(args.checkpoint, device=device, calibration_bias=bias)

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -43,9 +44,11 @@ from clip_seg3d_ros.training.steps import (
     LAST_CHECKPOINT,
     LOSS_NAMES,
     ResumeError,
+    branch_checkpoint,
     combine_targets,
     epoch_order,
     evaluate,
+    kept_checkpoint,
     learning_rate_factor,
     make_self_training_labels,
     resumable_checkpoint,
@@ -65,12 +68,14 @@ VAL_METRICS = ("miou", "miou_seen", "miou_unseen", "hiou")
 
 
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, data: RunData | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, start_from: Path | None = None, keep_after_epochs: int | None = None) -> dict:
     """Train, checkpoint every epoch, evaluate at the end; returns the final metrics (rank 0; other ranks: {}).
 
     Writes to ``out_dir``: config.yaml, last.pt (every epoch), model.pt (final), tensorboard/, self_training/
     (labels per round), eval/ (metrics.json, metrics.md, PNGs), train_log.json. ``data``: prepared by
-    :func:`prepare_data` for this config's data and teacher (the benchmark shares it between runs).
+    :func:`prepare_data` for this config's data and teacher (the benchmark shares it between runs). For the
+    benchmark: ``keep_after_epochs`` keeps a copy of last.pt after that many epochs, and ``start_from`` starts
+    from another run's such copy (see :func:`~clip_seg3d_ros.training.steps.branch_checkpoint`).
     """
     out_dir = Path(out_dir)
 
@@ -86,6 +91,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dat
     # What --resume continues, checked before the data and CLIP load: a folder without a usable last.pt, or
     # one trained with another config, is one clear error at once.
     saved = resumable_checkpoint(out_dir / LAST_CHECKPOINT, config) if resume else None
+    if saved is None and start_from is not None:
+        saved = branch_checkpoint(Path(start_from), config)
 
     # Data. The splits come first (finding the sweeps is cheap, loading CLIP is not). The teacher embeds the class
     # names once (its text embeddings are the classifier of the 3D head, as of the 2D one); the training sweeps
@@ -128,8 +135,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dat
         round_index = self_training_round(config, epoch)
         labels_dir = None if round_index is None else self_training_dir(out_dir, round_index)
         if starts_a_round(config, epoch):
-            make_self_training_labels(labels_dir, model, data.vocabulary, data.train, config, group, device,
-                                      progress)
+            make_self_training_labels(out_dir, round_index, model, data.vocabulary, data.train, config, group,
+                                      device, progress)
         model.train()
 
         # The steps. Every process walks the same order of sweeps (seeded by the epoch) and takes every
@@ -191,6 +198,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, dat
             save_checkpoint(run_checkpoint(model, model_config, data, config,
                                            training_state=training_state(epoch, optimizer, scheduler)),
                             out_dir / LAST_CHECKPOINT)
+            if keep_after_epochs == epoch + 1:
+                shutil.copyfile(out_dir / LAST_CHECKPOINT, out_dir / kept_checkpoint(epoch + 1))
             log_path.write_text(json.dumps(log, indent=1))
         barrier(group)
 

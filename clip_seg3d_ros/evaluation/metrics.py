@@ -6,6 +6,9 @@ their ``metrics.json`` files have the same keys and the same meaning:
     miou, miou_seen, miou_unseen, hiou   percent, 0-100 (hIoU = harmonic mean of seen and unseen mIoU)
     iou_per_class                         {class name: percent}
     points                                number of labelled points evaluated
+    in_view, out_of_view                  (where sweeps come with cameras) the same keys again, for the points
+                                          a camera sees and for those no camera sees: what a model learnt
+                                          beyond the teacher's images is a number of its own
 
 A class that appears neither in the ground truth nor in the predictions has no IoU (``None`` in
 ``iou_per_class``) and is left out of the means, as the SemanticKITTI benchmark does. Points whose ground

@@ -13,6 +13,11 @@ models get their vocabulary swapped freely):
 - a point predicted as a class the dataset lacks counts as a miss of its true class (as an ignored prediction
   does in :mod:`clip_seg3d_ros.evaluation.metrics`);
 - no class in common is a ValueError (almost certainly the wrong checkpoint or dataset).
+
+Where the sweeps come with camera frames, the metrics are also split into the points a camera sees and the
+points none sees (``in_view`` / ``out_of_view``): CLIP's pseudo labels reach only the first, so the second
+measures what the 3D network carries beyond the cameras (self-training's job). A sweep without camera
+frames counts wholly as out of view; when no sweep has any, there is no split.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from clip_seg3d_ros.datasets.sample import Sample
 from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, prediction_lookup, summarize
 from clip_seg3d_ros.evaluation.plots import plot_bev_pair, plot_confusion_matrix, plot_iou_per_class
 from clip_seg3d_ros.evaluation.summary import format_metrics_table, write_metrics_json
+from clip_seg3d_ros.geometry.camera import seen_by_cameras
 from clip_seg3d_ros.segmenter import Segmenter
 
 
@@ -38,8 +44,9 @@ class EvaluationResult:
     """What :func:`evaluate_segmenter` measured; :func:`write_report` turns it into files.
 
     ``metrics``: the :func:`clip_seg3d_ros.evaluation.metrics.summarize` dictionary (percent, NaN where a mean has no
-    class); ``class_names`` / ``seen``: the dataset's classes and their split; ``bev_samples``: for the first
-    few sweeps (name, xyz (N, 3), ground truth (N,), prediction (N,) in ``class_names`` indices).
+    class), with ``in_view`` / ``out_of_view`` summaries when the sweeps had cameras; ``class_names`` /
+    ``seen``: the dataset's classes and their split; ``bev_samples``: for the first few sweeps (name, xyz (N, 3),
+    ground truth (N,), prediction (N,) in ``class_names`` indices).
     """
 
     metrics: dict
@@ -68,6 +75,8 @@ def evaluate_segmenter(
     class_names: list[str] | None = None
     confusion: ConfusionMatrix | None = None
     lookup = np.empty(0, dtype=np.int64)
+    by_view: dict[bool, ConfusionMatrix] = {}  # True: points a camera sees
+    any_camera = False
     bev_samples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
     evaluated = 0
     for sample in tqdm(samples, desc="evaluating", unit="sweep", disable=not progress):
@@ -86,6 +95,7 @@ def evaluate_segmenter(
                     stacklevel=2,
                 )
             confusion = ConfusionMatrix(len(class_names))
+            by_view = {True: ConfusionMatrix(len(class_names)), False: ConfusionMatrix(len(class_names))}
         elif list(sample.class_names) != class_names:
             raise ValueError(
                 f"sample {sample.name} has classes {list(sample.class_names)}, the samples before it {class_names}"
@@ -93,13 +103,21 @@ def evaluate_segmenter(
         labels, _ = segmenter(sample.points)
         prediction = lookup[labels]
         confusion.update(prediction, sample.labels)
+        in_view = seen_by_cameras(sample.points[:, :3], [frame.camera for frame in sample.cameras])
+        any_camera |= bool(sample.cameras)
+        for view, matrix in by_view.items():
+            matrix.update(prediction[in_view == view], sample.labels[in_view == view])
         if len(bev_samples) < num_bev:
             bev_samples.append((sample.name, sample.points[:, :3].copy(), sample.labels.copy(), prediction))
         evaluated += 1
     if confusion is None:
         raise ValueError("no sample had ground-truth labels: nothing to evaluate")
+    metrics = summarize(confusion, class_names, seen)
+    if any_camera:
+        metrics["in_view"] = summarize(by_view[True], class_names, seen)
+        metrics["out_of_view"] = summarize(by_view[False], class_names, seen)
     return EvaluationResult(
-        metrics=summarize(confusion, class_names, seen),
+        metrics=metrics,
         confusion=confusion,
         class_names=class_names,
         seen=seen,

@@ -52,8 +52,9 @@ def _cell(value: float | None) -> str:
 def format_metrics_table(metrics: Mapping, seen: Sequence[bool]) -> str:
     """The metrics as text that reads well on a console and is also a Markdown table (for metrics.md).
 
-    A summary line (mIoU, seen, unseen, hIoU, points), then one row per class: split and IoU in percent,
-    "absent" for a class with no IoU (in neither ground truth nor predictions).
+    A summary line (mIoU, seen, unseen, hIoU, points), the same for the points a camera sees and those none
+    sees where ``metrics`` has that split, then one row per class: split and IoU in percent, "absent" for a
+    class with no IoU (in neither ground truth nor predictions).
     """
     per_class = metrics["iou_per_class"]
     if len(seen) != len(per_class):
@@ -72,8 +73,16 @@ def format_metrics_table(metrics: Mapping, seen: Sequence[bool]) -> str:
         ) + " |"
 
     rule = f"| {'-' * widths[0]} | {'-' * widths[1]} | {'-' * (widths[2] - 1)}: |"
-    summary = (
-        f"mIoU {_cell(metrics['miou'])} | seen {_cell(metrics['miou_seen'])} | "
-        f"unseen {_cell(metrics['miou_unseen'])} | hIoU {_cell(metrics['hiou'])} | {metrics['points']:,} points"
-    )
-    return "\n".join([summary, "", line(header), rule, *(line(row) for row in rows)])
+    summary = [_summary_line("", metrics)]
+    for key, title in VIEWS.items():
+        if key in metrics:
+            summary.append(_summary_line(f"{title}: ", metrics[key]))
+    return "\n".join([*summary, "", line(header), rule, *(line(row) for row in rows)])
+
+
+VIEWS = {"in_view": "seen by a camera", "out_of_view": "seen by no camera"}  # the split metrics may have
+
+
+def _summary_line(prefix: str, metrics: Mapping) -> str:
+    return (f"{prefix}mIoU {_cell(metrics['miou'])} | seen {_cell(metrics['miou_seen'])} | "
+            f"unseen {_cell(metrics['miou_unseen'])} | hIoU {_cell(metrics['hiou'])} | {metrics['points']:,} points")

@@ -114,6 +114,14 @@ def project_to_cameras(
     return [project_points(xyz, camera, min_depth) for camera in cameras]
 
 
+def seen_by_cameras(xyz: np.ndarray, cameras: Sequence[CameraModel], min_depth: float = 0.1) -> np.ndarray:
+    """(N,) bool: the points that at least one of ``cameras`` sees (in front of it, inside its image)."""
+    seen = np.zeros(len(xyz), dtype=bool)
+    for projection in project_to_cameras(xyz, cameras, min_depth):
+        seen[projection.point_indices] = True
+    return seen
+
+
 def pixel_cells(
     rows: np.ndarray, columns: np.ndarray, image_size: tuple[int, int], grid_size: tuple[int, int]
 ) -> np.ndarray:

@@ -7,6 +7,7 @@
     (e) + self-training: the full method
     teacher: the 2D teacher's own labels, for the points a camera sees (what the 3D network inherits)
     annotation-free: the full method without any 3D label
+    e_*: self-training ablations, one change each against (e)
 
 (a)-(d) train as many epochs as (e) does in total (its CLIP-guided epochs plus its self-training epochs),
 so that (e) - (d) measures self-training, not a longer schedule. ``training/benchmark.py`` trains them.
@@ -15,8 +16,11 @@ so that (e) - (d) measures self-training, not a longer schedule. ``training/benc
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, summarize
 from clip_seg3d_ros.evaluation.summary import json_compatible
@@ -31,7 +35,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "d": ("(d) + MCFA spatial", []),
     "e": ("(e) + self-training (full method)", []),
     "annotation_free": ("annotation-free (full method, no 3D label)", ["setting=annotation_free"]),
+    # Self-training ablations: one change each against (e) as configured, with the same number of epochs.
+    "e_views_1": ("(e), labels from 1 view", ["schedule.self_training_views=1"]),
+    "e_views_8": ("(e), labels averaged over 8 views", ["schedule.self_training_views=8"]),
+    "e_rounds_3": ("(e), 3 rounds of 5 epochs, top fraction +0.15 a round",
+                   ["schedule.self_training_rounds=3", "schedule.self_training_epochs=5",
+                    "schedule.self_training_top_fraction_step=0.15"]),
+    "e_top_0.9": ("(e), top fraction 0.9", ["schedule.self_training_top_fraction=0.9"]),
 }
+MAIN_VARIANTS = ("a", "b", "c", "d", "e", "annotation_free")  # the README's ablation; the others on request
+SELF_TRAINING_VARIANTS = tuple(variant for variant in VARIANTS if variant.startswith("e"))
 
 
 def variant_config(base: TrainConfig, base_overrides: Sequence[str], config_path: str | Path | None,
@@ -42,7 +55,11 @@ def variant_config(base: TrainConfig, base_overrides: Sequence[str], config_path
         switches = [*switches, f"schedule.epochs={base.total_epochs}", "schedule.self_training_rounds=0"]
     elif base.schedule.self_training_rounds == 0:
         raise ConfigError(f"variant {variant} needs self-training: set schedule.self_training_rounds >= 1")
-    return load_config(config_path, [*base_overrides, *switches])
+    config = load_config(config_path, [*base_overrides, *switches])
+    if config.total_epochs != base.total_epochs:
+        raise ConfigError(f"variant {variant} would train {config.total_epochs} epochs, the others "
+                          f"{base.total_epochs}: compare like with like")
+    return config
 
 
 def teacher_reference(data: RunData, unseen: Sequence[str]) -> dict:
@@ -61,24 +78,69 @@ def teacher_reference(data: RunData, unseen: Sequence[str]) -> dict:
 
 def write_results(results: dict, out_dir: str | Path) -> None:
     """``out_dir``/benchmark.json (strict JSON: a metric that is NaN, e.g. a class absent from the validation
-    scenes, is null) and ``out_dir``/benchmark.md (:func:`format_table`)."""
+    scenes, is null) and ``out_dir``/benchmark.md (:func:`format_table`). ``results``: {"seeds": {seed:
+    {variant: metrics}}, "teacher": metrics}, as ``training/benchmark.py`` makes it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "benchmark.json").write_text(json.dumps(json_compatible(results), indent=1, allow_nan=False))
     (out_dir / "benchmark.md").write_text(format_table(results))
 
 
+# The table's columns: (title, view or None for all points, metric).
+COLUMNS = [("mIoU seen", None, "miou_seen"), ("mIoU unseen", None, "miou_unseen"), ("hIoU", None, "hiou"),
+           ("unseen, camera-seen points", "in_view", "miou_unseen"),
+           ("unseen, points no camera sees", "out_of_view", "miou_unseen"),
+           ("hIoU, points no camera sees", "out_of_view", "hiou")]
+
+
+def metric(metrics: dict, view: str | None, key: str) -> float:
+    """One figure of a run's metrics, NaN where it has none (a NaN mean; no camera split)."""
+    scope = metrics if view is None else metrics.get(view, {})
+    value = scope.get(key)
+    return float("nan") if value is None else float(value)
+
+
+def spread(values: Sequence[float]) -> str:
+    """"mean" for one value, "mean ± sample standard deviation" for several; NaN values are left out."""
+    values = np.asarray([value for value in values if not math.isnan(value)])
+    if values.size == 0:
+        return "n/a"
+    if values.size == 1:
+        return f"{values[0]:.1f}"
+    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+
+
 def format_table(results: dict) -> str:
-    """The Markdown table of the README: mIoU seen / unseen / hIoU (and all classes) per variant."""
-    lines = ["| variant | mIoU seen | mIoU unseen | hIoU | mIoU all | epochs | train + eval time (s) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """The Markdown tables of the README: per variant the mean ± standard deviation over the seeds of mIoU seen /
+    unseen / hIoU, over all points and over the points a camera sees / none sees; then unseen mIoU per seed."""
+    runs = results.get("seeds", {})
+    seeds = list(runs)
+    lines = [f"{len(seeds)} seed(s): {', '.join(str(seed) for seed in seeds)}; mean ± standard deviation over them; "
+             "time per run",
+             "",
+             "| variant | " + " | ".join(title for title, _, _ in COLUMNS) + " | epochs | time (s) |",
+             "| --- |" + " ---: |" * (len(COLUMNS) + 2)]
     for variant, (title, _) in VARIANTS.items():
-        if variant in results:
-            m = results[variant]
-            lines.append(f"| {title} | {m['miou_seen']:.1f} | {m['miou_unseen']:.1f} | {m['hiou']:.1f} | "
-                         f"{m['miou']:.1f} | {m['epochs']} | {m['seconds']:.0f} |")
+        done = [runs[seed][variant] for seed in seeds if variant in runs[seed]]
+        if not done:
+            continue
+        cells = [spread([metric(m, view, key) for m in done]) for _, view, key in COLUMNS]
+        trained = done[0].get("trained_epochs", done[0]["epochs"])
+        epochs = f"{done[0]['epochs']}" + ("" if trained == done[0]["epochs"] else f" ({trained} own)")
+        seconds = np.mean([m["seconds"] for m in done])
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | {epochs} | {seconds:.0f} |")
     if "teacher" in results:
         m = results["teacher"]
         lines.append(f"| teacher's 2D labels on camera-visible training points | {m['miou_seen']:.1f} | "
-                     f"{m['miou_unseen']:.1f} | {m['hiou']:.1f} | {m['miou']:.1f} | | |")
+                     f"{m['miou_unseen']:.1f} | {m['hiou']:.1f} |" + " |" * (len(COLUMNS) - 1))
+    if len(seeds) > 1:
+        lines += ["", "Unseen mIoU (all points / points no camera sees) per seed:", "",
+                  "| variant | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
+                  "| --- |" + " ---: |" * len(seeds)]
+        for variant, (title, _) in VARIANTS.items():
+            if any(variant in runs[seed] for seed in seeds):
+                lines.append(f"| {title} | " + " | ".join(
+                    "" if variant not in runs[seed] else
+                    f"{metric(runs[seed][variant], None, 'miou_unseen'):.1f} / "
+                    f"{metric(runs[seed][variant], 'out_of_view', 'miou_unseen'):.1f}" for seed in seeds) + " |")
     return "\n".join(lines) + "\n"

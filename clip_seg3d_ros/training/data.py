@@ -259,7 +259,7 @@ def prepare_data(config: TrainConfig, device: torch.device) -> RunData:
     data set's, so a wrong data root or class name is reported before CLIP loads.
     """
     train_samples = build_split(config.data, "train")
-    val_samples = build_split(config.data, "val", with_images=False)
+    val_samples = build_split(config.data, "val")  # with the images: their cameras split the metrics by view
     class_flags(train_samples.class_names, config.data.unseen_classes)
     teacher = build_teacher(config.teacher, device)
     preparer = SamplePreparer(teacher, config, train_samples.class_names)

@@ -10,14 +10,49 @@ teach (unseen classes in the zero-shot setting, all in the annotation-free one),
 ``min_score``, and it is among the most confident ``top_fraction`` of that class's candidates over the
 whole training set. The last rule is a per-class threshold (a quantile of the class's own scores), so a
 rare or hard class, whose scores are lower, keeps its share instead of being drowned by easy classes
-(the class-balanced selection of CBST, Zou et al. 2018).
+(the class-balanced selection of CBST, Zou et al. 2018). With several rounds the fraction widens by
+``top_fraction_step`` per round, as the model that labels improves.
+
+The predictions that become labels can be averaged over rotated and mirrored copies of the sweep
+(``views``, :func:`predict_over_views`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from clip_seg3d_ros.datasets.sample import IGNORE_INDEX
+from clip_seg3d_ros.segmenter import Segmenter
+
+
+def view_transform(view: int, views: int) -> np.ndarray:
+    """(3, 3) the ``view``-th of ``views`` rigid transforms a sweep is labelled in: a rotation about z by
+    view / views of a turn, mirrored across x for odd views (view 0 is the sweep as it is)."""
+    angle = 2.0 * np.pi * view / views
+    cos, sin = np.cos(angle), np.sin(angle)
+    rotation = np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
+    return rotation @ np.diag([1.0, -1.0 if view % 2 else 1.0, 1.0])
+
+
+def predict_over_views(segmenter: Segmenter, points: np.ndarray, views: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) labels and (N,) scores of the class probabilities averaged over ``views`` rotated / mirrored copies
+    of the sweep (:func:`view_transform`); one view is the plain prediction. A point's voxel, and so its
+    prediction, changes with the view: averaging removes what depends on the grid's and the network's
+    orientation rather than on the object."""
+    total = None
+    for view in range(views):
+        moved = points.astype(np.float32, copy=True)
+        moved[:, :3] = points[:, :3].astype(np.float64) @ view_transform(view, views).T
+        prepared = segmenter.preprocess(moved)
+        voxel_probabilities = torch.softmax(segmenter.infer_logits(prepared), dim=1)
+        probabilities = torch.zeros(len(points), voxel_probabilities.shape[1], device=voxel_probabilities.device)
+        has_voxel = prepared.point_voxel >= 0
+        probabilities[has_voxel] = voxel_probabilities[prepared.point_voxel[has_voxel]]
+        total = probabilities if total is None else total + probabilities
+    scores, labels = (total / views).max(dim=1)
+    labels = torch.where(scores > 0, labels, torch.full_like(labels, IGNORE_INDEX))
+    return labels.cpu().numpy(), scores.cpu().numpy()
 
 
 def candidates(labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray, allowed: np.ndarray,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,12 @@ from clip_seg3d_ros.vocabulary import Vocabulary
 
 LAST_CHECKPOINT = "last.pt"  # model + training state, rewritten every epoch: what --resume reads
 FINAL_CHECKPOINT = "model.pt"  # the trained model, for the Segmenter and the node
+
+
+def kept_checkpoint(epochs: int) -> str:
+    """The name of the copy of last.pt after ``epochs`` epochs that a run keeps on request (the benchmark branches
+    its self-training variants from (d)'s)."""
+    return f"after_{epochs}_epochs.pt"
 LOSS_NAMES = ("total", "ce", "semantic", "spatial")  # what sample_losses returns
 
 
@@ -131,15 +138,17 @@ def self_training_dir(out_dir: Path, round_index: int) -> Path:
     return Path(out_dir) / "self_training" / f"round_{round_index}"
 
 
-def make_self_training_labels(folder: Path, model: torch.nn.Module, vocabulary: Vocabulary, samples: PreparedSplit,
-                              config: TrainConfig, group: ProcessGroup, device: torch.device,
+def make_self_training_labels(out_dir: Path, round_index: int, model: torch.nn.Module, vocabulary: Vocabulary,
+                              samples: PreparedSplit, config: TrainConfig, group: ProcessGroup, device: torch.device,
                               progress: bool = True) -> None:
-    """Label every training sweep with the current model (see :mod:`.self_training`) into ``folder``, once.
+    """Label every training sweep with the current model (see :mod:`.self_training`) into
+    :func:`self_training_dir`, once per round.
 
     Each process labels its share of the sweeps; the per-class score histograms are summed over all of
     them before the thresholds are set. Labels go to files, so a resumed run reuses them (``folder/done``).
     Leaves the model in training mode.
     """
+    folder = self_training_dir(out_dir, round_index)
     if (folder / "done").exists():
         return
     folder.mkdir(parents=True, exist_ok=True)
@@ -154,13 +163,15 @@ def make_self_training_labels(folder: Path, model: torch.nn.Module, vocabulary: 
     for index in tqdm(mine, desc=f"self-training labels, {folder.name}", unit="sweep",
                       disable=not (progress and group.is_main)):
         sample = samples[index]
-        predicted, scores = segmenter(sample.points)
+        predicted, scores = self_training.predict_over_views(segmenter, sample.points,
+                                                             config.schedule.self_training_views)
         is_candidate = self_training.candidates(sample.labels, predicted, scores, allowed,
                                                 config.schedule.self_training_min_score)
         histogram += self_training.score_histogram(predicted, scores, is_candidate, len(vocabulary))
         predictions[index] = (predicted, scores, is_candidate)
-    thresholds = self_training.class_thresholds(all_reduce_sum(histogram, group),
-                                                config.schedule.self_training_top_fraction)
+    top_fraction = min(1.0, config.schedule.self_training_top_fraction
+                       + round_index * config.schedule.self_training_top_fraction_step)
+    thresholds = self_training.class_thresholds(all_reduce_sum(histogram, group), top_fraction)
     for index, (predicted, scores, is_candidate) in predictions.items():
         labels = self_training.select(samples[index].labels, predicted, scores, is_candidate, thresholds)
         np.save(folder / f"{index:06d}.npy", labels.astype(np.int16))
@@ -194,20 +205,45 @@ def training_state(epoch: int, optimizer: torch.optim.Optimizer, scheduler) -> d
     return {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
 
 
-def resumable_checkpoint(path: Path, config: TrainConfig) -> Checkpoint:
-    """The last.pt at ``path`` that --resume continues, checked (cheap) before the run loads data and CLIP: it
-    must load, hold a training state and come from the same config (a run continued with another one would
-    be neither of the two). Anything else is a ResumeError.
-    """
+def resumable_checkpoint_file(path: Path) -> Checkpoint:
+    """The checkpoint at ``path`` if it loads and holds a training state, else a ResumeError."""
     try:
         saved = load_checkpoint(path)
     except CheckpointError as error:
         raise ResumeError(f"cannot resume: {error}") from error
     if saved.training_state is None:
         raise ResumeError(f"cannot resume: {path} holds no training state")
+    return saved
+
+
+def resumable_checkpoint(path: Path, config: TrainConfig) -> Checkpoint:
+    """The last.pt at ``path`` that --resume continues, checked (cheap) before the run loads data and CLIP: it
+    must load, hold a training state and come from the same config (a run continued with another one would
+    be neither of the two). Anything else is a ResumeError.
+    """
+    saved = resumable_checkpoint_file(path)
     if config_from_dict(saved.train_config) != config:
         raise ResumeError(f"cannot resume: {path} was trained with another config (compare "
                           f"{path.parent / 'config.yaml'}); start a new run folder instead")
+    return saved
+
+
+def branch_checkpoint(path: Path, config: TrainConfig) -> Checkpoint:
+    """A last.pt of ANOTHER run that this one may start from, as if it had trained those epochs itself.
+
+    That holds when the other run had the same config but for the schedule, the same number of epochs in all
+    (the learning rate decays over the whole run) and was saved within this run's CLIP-guided epochs: up to
+    there the two runs take the same steps (every random choice comes from (seed, epoch, sweep)). So a
+    self-training variant can start from (d)'s model after the CLIP-guided epochs instead of training them
+    again; a test checks that it ends with the model it would have trained from scratch.
+    """
+    saved = resumable_checkpoint_file(path)
+    other = config_from_dict(saved.train_config)
+    if replace(other, schedule=config.schedule) != config or other.total_epochs != config.total_epochs:
+        raise ResumeError(f"cannot start from {path}: its run had another config or another number of epochs")
+    if saved.training_state["epoch"] + 1 > config.schedule.epochs:
+        raise ResumeError(f"cannot start from {path}: saved after epoch {saved.training_state['epoch'] + 1}, "
+                          f"past this run's {config.schedule.epochs} CLIP-guided epochs")
     return saved
 
 
