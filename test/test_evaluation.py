@@ -16,6 +16,7 @@ from clip_seg3d_ros.evaluation.colors import class_colors
 from clip_seg3d_ros.evaluation.metrics import evaluate_labels
 from clip_seg3d_ros.evaluation.plots import SEEN_COLOR, UNSEEN_COLOR, bev_image, plot_iou_per_class
 from clip_seg3d_ros.evaluation.report import EvaluationResult, evaluate_segmenter, write_report
+from clip_seg3d_ros.evaluation.summary import format_metrics_table
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.synthetic import CLASS_NAMES, PALETTE, SyntheticWorld
 
@@ -210,3 +211,40 @@ def test_bev_image_is_upright_and_shows_the_highest_point_of_each_pixel():
     np.testing.assert_array_equal(image[0, 19], green)
     np.testing.assert_array_equal(image[19, 0], blue)
     assert (image.reshape(-1, 3) == 255).all(axis=1).sum() == 20 * 20 - 2  # the rest is white background
+
+
+def test_metrics_are_split_by_whether_a_camera_sees_the_point(segmenter):
+    """The in-view / out-of-view metrics are those of the two halves of every sweep, the halves found by
+    projecting into each camera (here a front and a rear one)."""
+    from clip_seg3d_ros.geometry import project_points
+    from clip_seg3d_ros.training.data import SyntheticScenes
+
+    scenes = SyntheticScenes(0, [0, 1], cameras=2)
+    samples = [scenes[index] for index in range(2)]
+    for sample in samples:  # cropped to keep it quick; the cameras stay
+        near = np.linalg.norm(sample.points[:, :2], axis=1) < CROP_RADIUS
+        sample.points, sample.labels = sample.points[near], sample.labels[near]
+    result = evaluate_segmenter(segmenter, samples, SEEN, num_bev=0, progress=False)
+    halves = {True: ([], []), False: ([], [])}
+    for sample in samples:
+        seen_by = np.zeros(len(sample.points), dtype=bool)
+        for frame in sample.cameras:
+            seen_by[project_points(sample.points[:, :3], frame.camera).point_indices] = True
+        prediction = segmenter(sample.points)[0]
+        for view, (predictions, truths) in halves.items():
+            predictions.append(prediction[seen_by == view])
+            truths.append(sample.labels[seen_by == view])
+    in_view, _ = evaluate_labels(*halves[True], CLASS_NAMES, SEEN)
+    out_of_view, _ = evaluate_labels(*halves[False], CLASS_NAMES, SEEN)
+    assert result.metrics["in_view"] == in_view and result.metrics["out_of_view"] == out_of_view
+    # Two 90-degree cameras of four quarters: about half the points each side, and they add up.
+    assert 0.3 < in_view["points"] / result.metrics["points"] < 0.7
+    assert in_view["points"] + out_of_view["points"] == result.metrics["points"]
+    table = format_metrics_table(result.metrics, SEEN)
+    assert f"seen by a camera: mIoU {in_view['miou']:.1f}" in table
+    assert f"seen by no camera: mIoU {out_of_view['miou']:.1f}" in table
+
+
+def test_sweeps_without_cameras_have_no_view_split(result):
+    assert "in_view" not in result.metrics and "out_of_view" not in result.metrics
+    assert "seen by a camera" not in format_metrics_table(result.metrics, SEEN)

@@ -18,7 +18,7 @@ SMALL = ["data.synthetic_train_scenes=6", "data.synthetic_val_scenes=4", "data.m
 def test_the_full_method_learns_unseen_classes_that_seen_ground_truth_alone_cannot(tmp_path):
     run_benchmark = training_script("benchmark").run_benchmark
     results = run_benchmark(tmp_path, SYNTHETIC, overrides=SMALL, variants=["a", "e"], progress=False)
-    seen_only, full = results["a"], results["e"]
+    seen_only, full = results["seeds"][0]["a"], results["seeds"][0]["e"]
     # (a) never saw a label of an unseen class: it cannot predict them.
     assert seen_only["miou_unseen"] < 2.0
     # The full method, taught by the teacher's pseudo labels and its own, learns them: measured 20.3 vs 0.0 unseen
@@ -27,7 +27,7 @@ def test_the_full_method_learns_unseen_classes_that_seen_ground_truth_alone_cann
     # The teacher reference is computed on the camera-visible training points and is what pseudo labels carry.
     assert results["teacher"]["miou_unseen"] > 20.0
     saved = json.loads((tmp_path / "benchmark.json").read_text())
-    assert saved["e"]["miou_unseen"] == pytest.approx(full["miou_unseen"])
+    assert saved["seeds"]["0"]["e"]["miou_unseen"] == pytest.approx(full["miou_unseen"])
     assert "(e) + self-training" in (tmp_path / "benchmark.md").read_text()
 
 
@@ -35,9 +35,32 @@ def test_a_nan_metric_is_written_as_null_in_strict_json(tmp_path):
     """A class absent from the validation scenes has no IoU (NaN); JSON has no NaN, so benchmark.json says null."""
     metrics = {"miou": 50.0, "miou_seen": 60.0, "miou_unseen": math.nan, "hiou": math.nan, "epochs": 2,
                "seconds": 1.0, "iou_per_class": {"car": 60.0, "truck": math.nan}}
-    write_results({"a": metrics}, tmp_path)
+    write_results({"seeds": {0: {"a": metrics}}}, tmp_path)
     text = (tmp_path / "benchmark.json").read_text()
     assert "NaN" not in text
-    saved = json.loads(text, parse_constant=lambda name: pytest.fail(f"not strict JSON: {name}"))
+    saved = json.loads(text, parse_constant=lambda name: pytest.fail(f"not strict JSON: {name}"))["seeds"]["0"]
     assert saved["a"]["miou_unseen"] is None and saved["a"]["iou_per_class"] == {"car": 60.0, "truck": None}
     assert "(a) seen ground truth only" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_the_table_gives_mean_and_sample_deviation_over_seeds_and_the_view_split():
+    def run(unseen, out_of_view_unseen):
+        split = {"miou_unseen": out_of_view_unseen, "hiou": 40.0}
+        return {"miou_seen": 70.0, "miou_unseen": unseen, "hiou": 50.0, "miou": 60.0, "epochs": 60,
+                "trained_epochs": 15, "seconds": 100.0, "in_view": {"miou_unseen": 80.0, "hiou": 75.0},
+                "out_of_view": split}
+
+    results = {"seeds": {0: {"e": run(40.0, 30.0)}, 1: {"e": run(50.0, 36.0)}, 2: {"e": run(60.0, 33.0)}}}
+    table = format_table(results)
+    row = next(line for line in table.splitlines() if line.startswith("| (e) + self-training"))
+    # unseen 40 / 50 / 60: mean 50, sample sd 10; out of view 30 / 36 / 33: mean 33, sd 3
+    assert row.split(" | ")[1:7] == ["70.0 ± 0.0", "50.0 ± 10.0", "50.0 ± 0.0", "80.0 ± 0.0", "33.0 ± 3.0",
+                                     "40.0 ± 0.0"]
+    assert "| 60 (15 own) | 100 |" in row
+    assert "| (e) + self-training (full method) | 40.0 / 30.0 | 50.0 / 36.0 | 60.0 / 33.0 |" in table
+    # one seed: plain values, no per-seed table; a run without the camera split: n/a
+    single = format_table({"seeds": {0: {"d": {**run(40.0, 30.0), "trained_epochs": 60}}}})
+    assert "| (d) + MCFA spatial | 70.0 | 40.0 | 50.0 | 80.0 | 30.0 | 40.0 | 60 | 100 |" in single
+    assert "per seed" not in single
+    no_split = {key: value for key, value in run(40.0, 30.0).items() if key not in ("in_view", "out_of_view")}
+    assert "| n/a | n/a | n/a |" in format_table({"seeds": {0: {"e": no_split}}})

@@ -42,6 +42,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                    ["schedule.self_training_rounds=3", "schedule.self_training_epochs=5",
                     "schedule.self_training_top_fraction_step=0.15"]),
     "e_top_0.9": ("(e), top fraction 0.9", ["schedule.self_training_top_fraction=0.9"]),
+    "e_segments": ("(e), labels spread over segments of unannotated points",
+                   ["schedule.self_training_segment_voxel=0.5"]),
 }
 MAIN_VARIANTS = ("a", "b", "c", "d", "e", "annotation_free")  # the README's ablation; the others on request
 SELF_TRAINING_VARIANTS = tuple(variant for variant in VARIANTS if variant.startswith("e"))

@@ -98,3 +98,64 @@ def select(labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray, is_can
     """(N,) int64 self-training labels of one sweep: the candidates at or above their class's threshold."""
     chosen = is_candidate & (scores >= thresholds[np.maximum(predicted, 0)])
     return np.where(chosen, predicted, IGNORE_INDEX).astype(np.int64)
+
+
+# The 13 voxel offsets of one half of the 26-neighbourhood: with their mirrors, every neighbour pair once.
+HALF_NEIGHBOURHOOD = np.array([offset for offset in np.ndindex(3, 3, 3) if offset > (1, 1, 1)]) - 1
+
+
+def segments(xyz: np.ndarray, members: np.ndarray, voxel_size: float) -> np.ndarray:
+    """(N,) int64 segment of each point: the connected components (26-neighbourhood) of the ``voxel_size``
+    voxels that the ``members`` points occupy, numbered from 0; -1 for the points that are not members.
+
+    Union-find by label propagation: every voxel takes the smallest label among its neighbours, then labels
+    jump to their label's label, until nothing changes.
+    """
+    segment = np.full(len(xyz), -1, dtype=np.int64)
+    if not members.any():
+        return segment
+    cells = np.floor(xyz[members] / voxel_size).astype(np.int64)
+    cells -= cells.min(axis=0) - 1  # >= 1, so that every neighbour key is >= 0
+    span = cells.max(axis=0) + 2
+    keys, inverse = np.unique((cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2], return_inverse=True)
+    voxel_cells = np.stack([keys // (span[1] * span[2]), keys // span[2] % span[1], keys % span[2]], axis=1)
+    first, second = [], []
+    for offset in HALF_NEIGHBOURHOOD:
+        neighbour = voxel_cells + offset
+        neighbour_keys = (neighbour[:, 0] * span[1] + neighbour[:, 1]) * span[2] + neighbour[:, 2]
+        found = np.minimum(np.searchsorted(keys, neighbour_keys), len(keys) - 1)
+        hit = keys[found] == neighbour_keys
+        first.append(np.flatnonzero(hit))
+        second.append(found[hit])
+    first, second = np.concatenate(first), np.concatenate(second)
+    label = np.arange(len(keys))
+    while True:
+        smaller = np.minimum(label[first], label[second])
+        updated = label.copy()
+        np.minimum.at(updated, first, smaller)
+        np.minimum.at(updated, second, smaller)
+        updated = updated[updated]
+        if np.array_equal(updated, label):
+            break
+        label = updated
+    segment[members] = np.unique(label, return_inverse=True)[1][inverse]
+    return segment
+
+
+def spread_over_segments(labels: np.ndarray, segment: np.ndarray, num_classes: int, min_support: float) -> np.ndarray:
+    """(N,) ``labels`` with every unlabelled point of a segment given the segment's majority label, where that
+    label is carried by at least ``min_support`` of the segment's points (a confident part labels its whole
+    object; a segment with too few or split votes stays as it was). ``segment``: from :func:`segments`."""
+    in_segment = segment >= 0
+    voted = in_segment & (labels >= 0)
+    num_segments = int(segment.max()) + 1 if in_segment.any() else 0
+    votes = np.bincount(segment[voted] * num_classes + labels[voted],
+                        minlength=num_segments * num_classes).reshape(num_segments, num_classes)
+    size = np.bincount(segment[in_segment], minlength=num_segments)
+    winner = votes.argmax(axis=1)
+    supported = votes.max(axis=1) >= min_support * np.maximum(size, 1)
+    filled = labels.copy()
+    open_points = in_segment & (labels < 0)
+    take = open_points & supported[np.maximum(segment, 0)]
+    filled[take] = winner[segment[take]]
+    return filled

@@ -172,8 +172,16 @@ def make_self_training_labels(out_dir: Path, round_index: int, model: torch.nn.M
     top_fraction = min(1.0, config.schedule.self_training_top_fraction
                        + round_index * config.schedule.self_training_top_fraction_step)
     thresholds = self_training.class_thresholds(all_reduce_sum(histogram, group), top_fraction)
+    schedule = config.schedule
     for index, (predicted, scores, is_candidate) in predictions.items():
-        labels = self_training.select(samples[index].labels, predicted, scores, is_candidate, thresholds)
+        sample = samples[index]
+        labels = self_training.select(sample.labels, predicted, scores, is_candidate, thresholds)
+        if schedule.self_training_segment_voxel > 0:  # segments of the unannotated points vote
+            segment = self_training.segments(sample.points[:, :3], sample.labels < 0,
+                                             schedule.self_training_segment_voxel)
+            votes = combine_targets(sample.pseudo_labels, labels)
+            labels = self_training.spread_over_segments(votes, segment, len(vocabulary),
+                                                        schedule.self_training_segment_support)
         np.save(folder / f"{index:06d}.npy", labels.astype(np.int16))
     model.train()
     barrier(group)

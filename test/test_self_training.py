@@ -1,0 +1,141 @@
+"""Self-training labels: predictions averaged over views, the per-round fraction, and variants that start from
+another run's model after the CLIP-guided epochs (the benchmark's branch)."""
+
+import numpy as np
+import pytest
+import torch
+from test_training_pipeline import TINY, train, weights
+
+from clip_seg3d_ros import Segmenter, Vocabulary
+from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
+from clip_seg3d_ros.synthetic import CLASS_NAMES, SyntheticWorld
+from clip_seg3d_ros.training import self_training
+from clip_seg3d_ros.training.config import load_config
+from clip_seg3d_ros.training.data import prepare_data
+from clip_seg3d_ros.training.steps import ResumeError, branch_checkpoint, kept_checkpoint
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    torch.manual_seed(0)
+    network = PointSegmentationNet(ModelConfig.from_preset("small", embed_dim=16, voxel_size=0.3)).eval()
+    text = torch.nn.functional.normalize(torch.randn(len(CLASS_NAMES), 16, generator=torch.Generator().manual_seed(1)))
+    return Segmenter(network, Vocabulary(list(CLASS_NAMES), text, [True] * len(CLASS_NAMES)))
+
+
+@pytest.fixture(scope="module")
+def points() -> np.ndarray:
+    sweep = SyntheticWorld().scene(0).points
+    return sweep[np.linalg.norm(sweep[:, :2], axis=1) < 15.0]
+
+
+def test_views_are_rotations_about_z_and_mirrors_starting_with_the_identity():
+    np.testing.assert_array_equal(self_training.view_transform(0, 8), np.eye(3))
+    for view in range(8):
+        transform = self_training.view_transform(view, 8)
+        np.testing.assert_allclose(transform @ transform.T, np.eye(3), atol=1e-12)
+        assert transform[2].tolist() == [0.0, 0.0, 1.0]  # height is kept
+        assert np.linalg.det(transform) == pytest.approx(-1.0 if view % 2 else 1.0)
+    # view 2 of 4: half a turn, not mirrored
+    np.testing.assert_allclose(self_training.view_transform(2, 4), np.diag([-1.0, -1.0, 1.0]), atol=1e-12)
+
+
+def test_one_view_is_the_segmenters_own_prediction(segmenter, points):
+    labels, scores = self_training.predict_over_views(segmenter, points, views=1)
+    expected_labels, expected_scores = segmenter(points)
+    np.testing.assert_array_equal(labels, expected_labels)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+
+
+def test_several_views_average_the_probabilities_of_each_view(segmenter, points):
+    views = 4
+    total = np.zeros((len(points), len(CLASS_NAMES)))
+    for view in range(views):
+        moved = points.copy()
+        moved[:, :3] = points[:, :3] @ self_training.view_transform(view, views).T
+        prepared = segmenter.preprocess(moved)
+        probabilities = torch.softmax(segmenter.infer_logits(prepared), dim=1).numpy()
+        total += probabilities[prepared.point_voxel.numpy()]
+    labels, scores = self_training.predict_over_views(segmenter, points, views)
+    np.testing.assert_array_equal(labels, (total / views).argmax(axis=1))
+    np.testing.assert_allclose(scores, (total / views).max(axis=1), rtol=1e-5)
+    # The views disagree (the network is not rotation invariant), so the average is not view 0's prediction.
+    assert (labels != segmenter(points)[0]).mean() > 0.01
+
+
+def test_a_point_with_nan_coordinates_stays_ignored_over_views(segmenter, points):
+    broken = points[:100].copy()
+    broken[7, 0] = np.nan
+    labels, scores = self_training.predict_over_views(segmenter, broken, views=3)
+    assert labels[7] == -1 and scores[7] == 0.0 and (labels[np.arange(100) != 7] >= 0).all()
+
+
+# -- a self-training run started from another run's model after the CLIP-guided epochs ---------------------------
+CLIP_GUIDED_ONLY = [*TINY, "schedule.epochs=3", "schedule.self_training_rounds=0"]  # as (d): 3 epochs
+SELF_TRAINED = [*TINY, "schedule.epochs=2", "schedule.self_training_rounds=1", "schedule.self_training_epochs=1",
+                "schedule.self_training_views=2"]  # as (e): 2 + 1 epochs
+
+
+@pytest.fixture
+def one_thread():
+    """The same summation order in every run of a test; the thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_a_variant_started_from_d_after_the_clip_guided_epochs_ends_as_if_trained_from_scratch(tmp_path, one_thread):
+    d_config, e_config = load_config(None, CLIP_GUIDED_ONLY), load_config(None, SELF_TRAINED)
+    data = prepare_data(e_config, torch.device("cpu"))
+    train(d_config, tmp_path / "d", data=data, progress=False, keep_after_epochs=2)
+    branch = tmp_path / "d" / kept_checkpoint(2)
+    assert branch.exists() and not (tmp_path / "d" / kept_checkpoint(3)).exists()
+    from_scratch = train(e_config, tmp_path / "scratch", data=data, progress=False)
+    branched = train(e_config, tmp_path / "branched", data=data, progress=False, start_from=branch)
+    assert branched["miou"] == pytest.approx(from_scratch["miou"], abs=1e-9)
+    expected = weights(tmp_path / "scratch" / "model.pt")
+    for name, tensor in weights(tmp_path / "branched" / "model.pt").items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0, msg=name)
+    # The self-training labels are the branched run's own, and the same.
+    for labels in (tmp_path / "scratch" / "self_training" / "round_0").glob("*.npy"):
+        np.testing.assert_array_equal(np.load(labels), np.load(tmp_path / "branched" / labels.relative_to(
+            tmp_path / "scratch")))
+    # A checkpoint of another config, or one saved past the CLIP-guided epochs, is not a branch point.
+    with pytest.raises(ResumeError, match="another config"):
+        branch_checkpoint(branch, load_config(None, [*SELF_TRAINED, "optim.lr=0.1"]))
+    with pytest.raises(ResumeError, match="another config"):
+        branch_checkpoint(branch, load_config(None, [*SELF_TRAINED, "schedule.self_training_epochs=2"]))
+    with pytest.raises(ResumeError, match="past this run's 1 CLIP-guided"):
+        branch_checkpoint(branch, load_config(None, [*SELF_TRAINED, "schedule.epochs=1",
+                                                     "schedule.self_training_epochs=2"]))
+
+
+# -- labels spread over segments -----------------------------------------------------------------------------------
+def test_segments_are_the_connected_components_of_the_member_voxels():
+    # Two bars along x, 0.1 m apart in steps, 3 m apart in y; a lone point; and a non-member bridging the bars.
+    bar = np.stack([np.arange(0, 2, 0.1), np.zeros(20), np.zeros(20)], axis=1)
+    xyz = np.concatenate([bar, bar + [0, 3, 0], [[10, 10, 10]], [[1, 1.5, 0]]])
+    members = np.ones(len(xyz), dtype=bool)
+    members[-1] = False
+    segment = self_training.segments(xyz, members, voxel_size=0.5)
+    assert segment[-1] == -1
+    assert len(set(segment[:20])) == 1 and len(set(segment[20:40])) == 1
+    assert len({segment[0], segment[20], segment[40]}) == 3 and set(segment[:41]) == {0, 1, 2}
+    # Diagonal neighbours (26-neighbourhood) connect; a gap of one empty voxel does not.
+    diagonal = np.array([[0.1, 0.1, 0.1], [0.6, 0.6, 0.6], [1.1, 0.1, 1.1], [2.1, 0.1, 1.1]])
+    assert self_training.segments(diagonal, np.ones(4, dtype=bool), 0.5).tolist() == [0, 0, 0, 1]
+    # A long chain needs many propagation steps: still one segment.
+    chain = np.stack([np.arange(0, 50, 0.4)] * 3, axis=1)
+    assert set(self_training.segments(chain[::-1], np.ones(len(chain), dtype=bool), 0.5)) == {0}
+    assert (self_training.segments(xyz, np.zeros(len(xyz), dtype=bool), 0.5) == -1).all()
+
+
+def test_a_segments_majority_label_fills_its_unlabelled_points_where_it_has_support():
+    segment = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, -1, 2, 2])
+    labels = np.array([3, 3, 1, -1, -1, 2, -1, -1, -1, -1, 4, 5])
+    filled = self_training.spread_over_segments(labels, segment, num_classes=6, min_support=0.3)
+    # segment 0: class 3 has 2 of 5 points (0.4 >= 0.3): its open points take 3, the labelled keep theirs;
+    # segment 1: 1 of 4 (0.25): too little support; -1: not a segment; segment 2: nothing open.
+    assert filled.tolist() == [3, 3, 1, 3, 3, 2, -1, -1, -1, -1, 4, 5]
