@@ -139,3 +139,28 @@ def test_a_segments_majority_label_fills_its_unlabelled_points_where_it_has_supp
     # segment 0: class 3 has 2 of 5 points (0.4 >= 0.3): its open points take 3, the labelled keep theirs;
     # segment 1: 1 of 4 (0.25): too little support; -1: not a segment; segment 2: nothing open.
     assert filled.tolist() == [3, 3, 1, 3, 3, 2, -1, -1, -1, -1, 4, 5]
+
+
+def test_the_ground_is_the_lowest_point_of_each_cell_plus_a_clearance():
+    rng = np.random.default_rng(0)
+    ground = np.column_stack([rng.uniform(0, 10, 500), rng.uniform(0, 10, 500), rng.normal(0, 0.03, 500)])
+    ground[:, 2] += 0.05 * ground[:, 0]  # a gentle slope: 0.5 m over the 10 m
+    box = np.column_stack([rng.uniform(4, 5, 200), rng.uniform(4, 5, 200), rng.uniform(0.4, 1.5, 200) + 0.25])
+    above = self_training.above_ground(np.concatenate([ground, box]), cell_size=2.0, clearance=0.3)
+    assert not above[:500].any() and above[500:].all()
+
+
+def test_label_quality_counts_what_self_training_adds_per_view():
+    truth = np.array([0, 0, 1, 1, 1, 2, 0, 1])
+    pseudo = np.array([-1, -1, -1, -1, 1, -1, -1, -1])  # point 4: the teacher's, not counted
+    labels = np.array([0, 1, 1, -1, 1, -1, 0, 1])
+    in_view = np.array([True, True, True, True, True, True, False, False])
+    counts = self_training.label_counts(labels, pseudo, truth, in_view, 3)
+    quality = self_training.label_quality(counts + counts, ["a", "b", "c"], np.array([True, True, False]))
+    # in view: a: 2 truth points, 1 labelled a (right); b: 2 truth (2, 3), labelled b twice (0 wrong, 2 right)
+    assert quality["in_view"]["a"] == {"truth_points": 4, "labelled": 2, "recall": 0.5, "precision": 1.0}
+    assert quality["in_view"]["b"] == {"truth_points": 4, "labelled": 4, "recall": 0.5, "precision": 0.5}
+    assert quality["out_of_view"]["b"] == {"truth_points": 2, "labelled": 2, "recall": 1.0, "precision": 1.0}
+    assert "c" not in quality["in_view"]
+    empty = self_training.label_quality(np.zeros((2, 3, 3), dtype=np.int64), ["a", "b", "c"], np.ones(3, bool))
+    assert empty["out_of_view"]["a"] == {"truth_points": 0, "labelled": 0, "recall": None, "precision": None}

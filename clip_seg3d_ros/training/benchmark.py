@@ -44,6 +44,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "e_top_0.9": ("(e), top fraction 0.9", ["schedule.self_training_top_fraction=0.9"]),
     "e_segments": ("(e), labels spread over segments of unannotated points",
                    ["schedule.self_training_segment_voxel=0.5"]),
+    "e_segments_0.1": ("(e), labels spread over segments, support 0.1",
+                       ["schedule.self_training_segment_voxel=0.5", "schedule.self_training_segment_support=0.1"]),
+    "e_segments_rounds_3": ("(e), segments and 3 rounds",
+                            ["schedule.self_training_segment_voxel=0.5", "schedule.self_training_rounds=3",
+                             "schedule.self_training_epochs=5", "schedule.self_training_top_fraction_step=0.15"]),
+    "e_segments_0.1_rounds_3": ("(e), segments with support 0.1 and 3 rounds",
+                                ["schedule.self_training_segment_voxel=0.5",
+                                 "schedule.self_training_segment_support=0.1", "schedule.self_training_rounds=3",
+                                 "schedule.self_training_epochs=5", "schedule.self_training_top_fraction_step=0.15"]),
 }
 MAIN_VARIANTS = ("a", "b", "c", "d", "e", "annotation_free")  # the README's ablation; the others on request
 SELF_TRAINING_VARIANTS = tuple(variant for variant in VARIANTS if variant.startswith("e"))

@@ -122,7 +122,7 @@ class ScheduleSettings:
     self_training_min_score: float = 0.5
     self_training_top_fraction_step: float = 0.0
     self_training_views: int = 1
-    self_training_segment_voxel: float = 0.0  # > 0: spread labels over connected segments of unannotated points
+    self_training_segment_voxel: float = 0.0  # > 0: spread labels over segments of unannotated points (zero-shot)
     self_training_segment_support: float = 0.3  # the share of a segment's points its majority label needs
     eval_every: int = 0  # epochs between validations during training; 0: only at the end
 

@@ -14,7 +14,11 @@ rare or hard class, whose scores are lower, keeps its share instead of being dro
 ``top_fraction_step`` per round, as the model that labels improves.
 
 The predictions that become labels can be averaged over rotated and mirrored copies of the sweep
-(``views``, :func:`predict_over_views`).
+(``views``, :func:`predict_over_views`), and spread over segments (zero-shot setting): the connected
+components of the points above the ground that have no annotation, which on real data are the unseen-class
+objects plus what annotators left unlabelled. A segment whose labels (the teacher's pseudo labels and the
+selected predictions) agree on one class for at least ``segment_support`` of its points gives that class to its
+points without one: a confident part labels its whole object (:func:`segments`, :func:`spread_over_segments`).
 """
 
 from __future__ import annotations
@@ -98,6 +102,47 @@ def select(labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray, is_can
     """(N,) int64 self-training labels of one sweep: the candidates at or above their class's threshold."""
     chosen = is_candidate & (scores >= thresholds[np.maximum(predicted, 0)])
     return np.where(chosen, predicted, IGNORE_INDEX).astype(np.int64)
+
+
+def above_ground(xyz: np.ndarray, cell_size: float = 2.0, clearance: float = 0.3) -> np.ndarray:
+    """(N,) bool: points more than ``clearance`` metres above the lowest point of their ``cell_size`` bird's-eye
+    cell (the ground there, wherever the LiDAR sees some of it). Ground connects every object of a sweep; with
+    it removed, the segments of :func:`segments` are objects."""
+    cells = np.floor(xyz[:, :2] / cell_size).astype(np.int64)
+    _, cell = np.unique(cells, axis=0, return_inverse=True)
+    lowest = np.full(cell.max() + 1 if len(cell) else 0, np.inf)
+    np.minimum.at(lowest, cell, xyz[:, 2])
+    return xyz[:, 2] > lowest[cell] + clearance
+
+
+def label_counts(labels: np.ndarray, pseudo_labels: np.ndarray, truth: np.ndarray, in_view: np.ndarray,
+                 num_classes: int) -> np.ndarray:
+    """(2, 3, C) int64 counts for :func:`label_quality` over the points self-training labels on top of the
+    teacher (those without a pseudo label): [out of view, in view] x [truth points of the class, labelled as the
+    class, labelled correctly] per class. Counts add up over sweeps and processes."""
+    counts = np.zeros((2, 3, num_classes), dtype=np.int64)
+    open_points = pseudo_labels < 0
+    for view in (0, 1):
+        chosen = open_points & (in_view == bool(view))
+        labelled = chosen & (labels >= 0)
+        counts[view, 0] = np.bincount(truth[chosen & (truth >= 0)], minlength=num_classes)
+        counts[view, 1] = np.bincount(labels[labelled], minlength=num_classes)
+        counts[view, 2] = np.bincount(labels[labelled & (labels == truth)], minlength=num_classes)
+    return counts
+
+
+def label_quality(counts: np.ndarray, class_names: list[str], allowed: np.ndarray) -> dict:
+    """{"in_view" / "out_of_view": {class: {truth_points, labelled, recall, precision}}} for the classes
+    self-training may label, from summed :func:`label_counts` (recall / precision None without points)."""
+    quality = {}
+    for view, key in ((1, "in_view"), (0, "out_of_view")):
+        quality[key] = {}
+        for cls in np.flatnonzero(allowed):
+            truth, labelled, correct = (int(value) for value in counts[view, :, cls])
+            quality[key][class_names[cls]] = {
+                "truth_points": truth, "labelled": labelled,
+                "recall": correct / truth if truth else None, "precision": correct / labelled if labelled else None}
+    return quality
 
 
 # The 13 voxel offsets of one half of the 26-neighbourhood: with their mirrors, every neighbour pair once.

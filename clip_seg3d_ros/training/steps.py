@@ -145,8 +145,10 @@ def make_self_training_labels(out_dir: Path, round_index: int, model: torch.nn.M
     :func:`self_training_dir`, once per round.
 
     Each process labels its share of the sweeps; the per-class score histograms are summed over all of
-    them before the thresholds are set. Labels go to files, so a resumed run reuses them (``folder/done``).
-    Leaves the model in training mode.
+    them before the thresholds are set. Labels go to files, so a resumed run reuses them (``folder/done``),
+    with thresholds.json and, where the sweeps have ground truth (never used for training),
+    label_quality.json: how right the labels are, in and out of the cameras' view. Leaves the model in training
+    mode.
     """
     folder = self_training_dir(out_dir, round_index)
     if (folder / "done").exists():
@@ -173,19 +175,29 @@ def make_self_training_labels(out_dir: Path, round_index: int, model: torch.nn.M
                        + round_index * config.schedule.self_training_top_fraction_step)
     thresholds = self_training.class_thresholds(all_reduce_sum(histogram, group), top_fraction)
     schedule = config.schedule
+    quality = np.zeros((2, 3, len(vocabulary)), dtype=np.int64)
     for index, (predicted, scores, is_candidate) in predictions.items():
         sample = samples[index]
         labels = self_training.select(sample.labels, predicted, scores, is_candidate, thresholds)
-        if schedule.self_training_segment_voxel > 0:  # segments of the unannotated points vote
-            segment = self_training.segments(sample.points[:, :3], sample.labels < 0,
+        if schedule.self_training_segment_voxel > 0 and config.setting == "zero_shot":
+            # Segments of the unannotated points above the ground vote (annotation-free: every point is
+            # unannotated, and segments would join objects to each other and to the vegetation: no spreading).
+            xyz = sample.points[:, :3]
+            segment = self_training.segments(xyz, (sample.labels < 0) & self_training.above_ground(xyz),
                                              schedule.self_training_segment_voxel)
             votes = combine_targets(sample.pseudo_labels, labels)
             labels = self_training.spread_over_segments(votes, segment, len(vocabulary),
                                                         schedule.self_training_segment_support)
         np.save(folder / f"{index:06d}.npy", labels.astype(np.int16))
+        if sample.truth is not None:
+            quality += self_training.label_counts(labels, sample.pseudo_labels, sample.truth, sample.point_cell >= 0,
+                                                  len(vocabulary))
     model.train()
+    quality = all_reduce_sum(quality, group)
     barrier(group)
     if group.is_main:
+        (folder / "label_quality.json").write_text(json.dumps(
+            self_training.label_quality(quality, vocabulary.names, allowed), indent=1))
         (folder / "thresholds.json").write_text(json.dumps(
             {name: (None if np.isinf(t) else float(t)) for name, t in zip(vocabulary.names, thresholds, strict=True)},
             indent=1))
