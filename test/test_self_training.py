@@ -1,79 +1,20 @@
-"""Self-training labels: predictions averaged over views, the per-round fraction, and variants that start from
-another run's model after the CLIP-guided epochs (the benchmark's branch)."""
+"""Self-training labels (segments, label quality) and variants that start from another run's model after the
+CLIP-guided epochs (the benchmark's branch)."""
 
 import numpy as np
 import pytest
 import torch
 from test_training_pipeline import TINY, train, weights
 
-from clip_seg3d_ros import Segmenter, Vocabulary
-from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
-from clip_seg3d_ros.synthetic import CLASS_NAMES, SyntheticWorld
 from clip_seg3d_ros.training import self_training
 from clip_seg3d_ros.training.config import load_config
 from clip_seg3d_ros.training.data import prepare_data
 from clip_seg3d_ros.training.steps import ResumeError, branch_checkpoint, kept_checkpoint
 
-
-@pytest.fixture(scope="module")
-def segmenter() -> Segmenter:
-    torch.manual_seed(0)
-    network = PointSegmentationNet(ModelConfig.from_preset("small", embed_dim=16, voxel_size=0.3)).eval()
-    text = torch.nn.functional.normalize(torch.randn(len(CLASS_NAMES), 16, generator=torch.Generator().manual_seed(1)))
-    return Segmenter(network, Vocabulary(list(CLASS_NAMES), text, [True] * len(CLASS_NAMES)))
-
-
-@pytest.fixture(scope="module")
-def points() -> np.ndarray:
-    sweep = SyntheticWorld().scene(0).points
-    return sweep[np.linalg.norm(sweep[:, :2], axis=1) < 15.0]
-
-
-def test_views_are_rotations_about_z_and_mirrors_starting_with_the_identity():
-    np.testing.assert_array_equal(self_training.view_transform(0, 8), np.eye(3))
-    for view in range(8):
-        transform = self_training.view_transform(view, 8)
-        np.testing.assert_allclose(transform @ transform.T, np.eye(3), atol=1e-12)
-        assert transform[2].tolist() == [0.0, 0.0, 1.0]  # height is kept
-        assert np.linalg.det(transform) == pytest.approx(-1.0 if view % 2 else 1.0)
-    # view 2 of 4: half a turn, not mirrored
-    np.testing.assert_allclose(self_training.view_transform(2, 4), np.diag([-1.0, -1.0, 1.0]), atol=1e-12)
-
-
-def test_one_view_is_the_segmenters_own_prediction(segmenter, points):
-    labels, scores = self_training.predict_over_views(segmenter, points, views=1)
-    expected_labels, expected_scores = segmenter(points)
-    np.testing.assert_array_equal(labels, expected_labels)
-    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
-
-
-def test_several_views_average_the_probabilities_of_each_view(segmenter, points):
-    views = 4
-    total = np.zeros((len(points), len(CLASS_NAMES)))
-    for view in range(views):
-        moved = points.copy()
-        moved[:, :3] = points[:, :3] @ self_training.view_transform(view, views).T
-        prepared = segmenter.preprocess(moved)
-        probabilities = torch.softmax(segmenter.infer_logits(prepared), dim=1).numpy()
-        total += probabilities[prepared.point_voxel.numpy()]
-    labels, scores = self_training.predict_over_views(segmenter, points, views)
-    np.testing.assert_array_equal(labels, (total / views).argmax(axis=1))
-    np.testing.assert_allclose(scores, (total / views).max(axis=1), rtol=1e-5)
-    # The views disagree (the network is not rotation invariant), so the average is not view 0's prediction.
-    assert (labels != segmenter(points)[0]).mean() > 0.01
-
-
-def test_a_point_with_nan_coordinates_stays_ignored_over_views(segmenter, points):
-    broken = points[:100].copy()
-    broken[7, 0] = np.nan
-    labels, scores = self_training.predict_over_views(segmenter, broken, views=3)
-    assert labels[7] == -1 and scores[7] == 0.0 and (labels[np.arange(100) != 7] >= 0).all()
-
-
 # -- a self-training run started from another run's model after the CLIP-guided epochs ---------------------------
 CLIP_GUIDED_ONLY = [*TINY, "schedule.epochs=3", "schedule.self_training_rounds=0"]  # as (d): 3 epochs
-SELF_TRAINED = [*TINY, "schedule.epochs=2", "schedule.self_training_rounds=1", "schedule.self_training_epochs=1",
-                "schedule.self_training_views=2"]  # as (e): 2 + 1 epochs
+SELF_TRAINED = [*TINY, "schedule.epochs=2", "schedule.self_training_rounds=1",
+               "schedule.self_training_epochs=1"]  # as (e): 2 + 1 epochs
 
 
 @pytest.fixture

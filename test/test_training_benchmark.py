@@ -1,4 +1,5 @@
-"""A CI-sized version of the synthetic ablation (README): the full method learns the unseen classes, (a) cannot."""
+"""CI-sized versions of the synthetic ablation (README): the full method learns the unseen classes, (a) cannot; with
+the front camera only, self-training carries them to the points no camera sees."""
 
 import json
 import math
@@ -11,6 +12,7 @@ from clip_seg3d_ros.training.benchmark import format_table, write_results
 
 # The shipped synthetic config (its schedule too) on fewer scenes cropped to 25 m: a few minutes here.
 SYNTHETIC = Path(__file__).resolve().parent.parent / "config" / "train" / "synthetic.yaml"
+FRONT_CAMERA = SYNTHETIC.with_name("synthetic_front_camera.yaml")
 SMALL = ["data.synthetic_train_scenes=6", "data.synthetic_val_scenes=4", "data.max_range=25", "eval.num_bev=0"]
 
 
@@ -29,6 +31,33 @@ def test_the_full_method_learns_unseen_classes_that_seen_ground_truth_alone_cann
     saved = json.loads((tmp_path / "benchmark.json").read_text())
     assert saved["seeds"]["0"]["e"]["miou_unseen"] == pytest.approx(full["miou_unseen"])
     assert "(e) + self-training" in (tmp_path / "benchmark.md").read_text()
+
+
+# The front-camera benchmark as it ships, for one seed the benchmark's tables did not use, evaluated on 16 scenes
+# (the benchmark's 4 and 12 more: a few objects of each unseen class are too few to tell runs apart). Measured
+# on seeds 0 / 1 / 2 (README): on the unseen classes no camera sees, (e) - (d) = +9.6 / +3.9 / +6.0 mIoU on those
+# 16 scenes; the margin below is the smallest gain minus a point.
+HELD_OUT_SEED = 3
+MIN_GAIN = 3.0
+
+
+@pytest.mark.slow
+def test_self_training_beats_clip_guided_training_on_unseen_points_no_camera_sees(tmp_path):
+    """Front camera only: (e) starts from (d)'s model after the CLIP-guided epochs (the benchmark's branch) and
+    self-trains; (d) goes on with CLIP-guided training for as many epochs. On the points no camera sees the
+    teacher labelled nothing: what (e) adds there is self-training's. About 10 minutes here."""
+    run_benchmark = training_script("benchmark").run_benchmark
+    results = run_benchmark(tmp_path, FRONT_CAMERA, overrides=["data.synthetic_val_scenes=16", "eval.num_bev=0"],
+                            variants=["d", "e"], seeds=[HELD_OUT_SEED], progress=False)
+    clip_guided, self_trained = (results["seeds"][HELD_OUT_SEED][variant] for variant in ("d", "e"))
+    assert self_trained["trained_epochs"] == 15 and clip_guided["trained_epochs"] == 60  # branched from (d)
+    gain = self_trained["out_of_view"]["miou_unseen"] - clip_guided["out_of_view"]["miou_unseen"]
+    assert gain > MIN_GAIN, format_table(results)
+    # The labels self-training gave the training sweeps beyond the camera are right (checked on the hidden truth).
+    quality = json.loads((tmp_path / f"seed_{HELD_OUT_SEED}" / "e" / "self_training" / "round_0" /
+                          "label_quality.json").read_text())
+    truck = quality["out_of_view"]["truck"]
+    assert truck["precision"] > 0.9 and truck["recall"] > 0.2, truck
 
 
 def test_a_nan_metric_is_written_as_null_in_strict_json(tmp_path):

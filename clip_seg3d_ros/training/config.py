@@ -108,11 +108,12 @@ class LossSettings:
 class ScheduleSettings:
     """CLIP-guided epochs, then ``self_training_rounds`` rounds of ``self_training_epochs`` epochs each.
 
-    At the start of every round the model labels the training sweeps, its class probabilities averaged over
-    ``self_training_views`` rotated / mirrored copies of each; per class, the most confident
-    ``self_training_top_fraction`` (+ ``self_training_top_fraction_step`` per round after the first) of its
-    predicted points with score >= ``self_training_min_score`` become labels (a per-class quantile, so rare
-    classes keep their share).
+    At the start of every round the model labels the training sweeps: per class, the most confident
+    ``self_training_top_fraction`` of its predicted points with score >= ``self_training_min_score`` become
+    labels (a per-class quantile, so rare classes keep their share). In the zero-shot setting those labels and
+    the teacher's are then spread over segments (connected components of ``self_training_segment_voxel``
+    voxels; 0: off) of the points above the ground without annotation, where the segment's majority label
+    covers at least ``self_training_segment_support`` of its points (see clip_seg3d_ros/training/self_training.py).
     """
 
     epochs: int = 8
@@ -120,10 +121,8 @@ class ScheduleSettings:
     self_training_epochs: int = 4
     self_training_top_fraction: float = 0.6
     self_training_min_score: float = 0.5
-    self_training_top_fraction_step: float = 0.0
-    self_training_views: int = 1
-    self_training_segment_voxel: float = 0.0  # > 0: spread labels over segments of unannotated points (zero-shot)
-    self_training_segment_support: float = 0.3  # the share of a segment's points its majority label needs
+    self_training_segment_voxel: float = 0.5
+    self_training_segment_support: float = 0.3
     eval_every: int = 0  # epochs between validations during training; 0: only at the end
 
 
@@ -196,8 +195,9 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError("optim.samples_per_step must be at least 1")
     if not 0.0 < config.schedule.self_training_top_fraction <= 1.0:
         raise ConfigError("schedule.self_training_top_fraction must be in (0, 1]")
-    if config.schedule.self_training_views < 1 or config.schedule.self_training_top_fraction_step < 0:
-        raise ConfigError("schedule.self_training_views must be >= 1, self_training_top_fraction_step >= 0")
+    if config.schedule.self_training_segment_voxel < 0 or not 0 < config.schedule.self_training_segment_support <= 1:
+        raise ConfigError("schedule.self_training_segment_voxel must be >= 0 (0: off), "
+                          "self_training_segment_support in (0, 1]")
     if config.model.voxel_size <= 0:
         raise ConfigError("model.voxel_size must be positive")
     return config

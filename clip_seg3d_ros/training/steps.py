@@ -165,15 +165,13 @@ def make_self_training_labels(out_dir: Path, round_index: int, model: torch.nn.M
     for index in tqdm(mine, desc=f"self-training labels, {folder.name}", unit="sweep",
                       disable=not (progress and group.is_main)):
         sample = samples[index]
-        predicted, scores = self_training.predict_over_views(segmenter, sample.points,
-                                                             config.schedule.self_training_views)
+        predicted, scores = segmenter(sample.points)
         is_candidate = self_training.candidates(sample.labels, predicted, scores, allowed,
                                                 config.schedule.self_training_min_score)
         histogram += self_training.score_histogram(predicted, scores, is_candidate, len(vocabulary))
         predictions[index] = (predicted, scores, is_candidate)
-    top_fraction = min(1.0, config.schedule.self_training_top_fraction
-                       + round_index * config.schedule.self_training_top_fraction_step)
-    thresholds = self_training.class_thresholds(all_reduce_sum(histogram, group), top_fraction)
+    thresholds = self_training.class_thresholds(all_reduce_sum(histogram, group),
+                                                config.schedule.self_training_top_fraction)
     schedule = config.schedule
     quality = np.zeros((2, 3, len(vocabulary)), dtype=np.int64)
     for index, (predicted, scores, is_candidate) in predictions.items():
