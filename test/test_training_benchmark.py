@@ -93,3 +93,24 @@ def test_the_table_gives_mean_and_sample_deviation_over_seeds_and_the_view_split
     assert "per seed" not in single
     no_split = {key: value for key, value in run(40.0, 30.0).items() if key not in ("in_view", "out_of_view")}
     assert "| n/a | n/a | n/a |" in format_table({"seeds": {0: {"e": no_split}}})
+
+
+def test_a_benchmark_goes_on_where_it_stopped_and_refuses_a_folder_of_another_config(tmp_path):
+    from test_training_pipeline import TINY
+
+    from clip_seg3d_ros.training.config import ConfigError
+
+    run_benchmark = training_script("benchmark").run_benchmark
+    tiny = [*TINY, "optim.samples_per_step=1", "eval.num_bev=0"]
+    first = run_benchmark(tmp_path, FRONT_CAMERA, overrides=tiny, variants=["d"], seeds=[5], progress=False)
+    d = first["seeds"][5]["d"]
+    assert (tmp_path / "seed_5" / "d" / "after_2_epochs.pt").exists() and d["trained_epochs"] == 3
+    # Once more with (e): (d) is read back, not trained again; (e) starts from (d) after the CLIP-guided epochs.
+    second = run_benchmark(tmp_path, FRONT_CAMERA, overrides=tiny, variants=["d", "e"], seeds=[5], progress=False)
+    again = second["seeds"][5]["d"]
+    assert (again["miou"], again["seconds"]) == pytest.approx((d["miou"], d["seconds"]))  # the same run's record
+    assert second["seeds"][5]["e"]["trained_epochs"] == 1 and second["seeds"][5]["e"]["epochs"] == 3
+    assert json.loads((tmp_path / "benchmark.json").read_text())["seeds"]["5"]["e"]["epochs"] == 3
+    with pytest.raises(ConfigError, match="another config"):
+        run_benchmark(tmp_path, FRONT_CAMERA, overrides=[*tiny, "optim.lr=0.1"], variants=["d"], seeds=[5],
+                      progress=False)

@@ -29,7 +29,7 @@ from clip_seg3d_ros.training.benchmark import (
     variant_config,
     write_results,
 )
-from clip_seg3d_ros.training.config import load_config
+from clip_seg3d_ros.training.config import ConfigError, load_config
 from clip_seg3d_ros.training.data import RunData, prepare_data
 from clip_seg3d_ros.training.distributed import process_device
 from clip_seg3d_ros.training.steps import kept_checkpoint
@@ -49,8 +49,9 @@ def run_benchmark(out_dir: str | Path, config_path: str | Path | None = None, ov
     model after the CLIP-guided epochs when (d) of that seed ran first (now or earlier, into the same
     folder): the same model they would train from scratch, a quarter of the time. Every variant's config is
     made first, so that one that cannot run is reported before any training. A run that finished before into
-    the same folder (its RUN_RESULT is there) is not trained again: an interrupted benchmark goes on where it
-    stopped, and benchmarks run side by side into one folder are summed up by running it once more.
+    the same folder with the same config (its RUN_RESULT is there) is not trained again: an interrupted
+    benchmark goes on where it stopped, and benchmarks run side by side into one folder are summed up by
+    running it once more.
     """
     out_dir = Path(out_dir)
     base = load_config(config_path, list(overrides))
@@ -64,6 +65,8 @@ def run_benchmark(out_dir: str | Path, config_path: str | Path | None = None, ov
             shared[config.setting] = prepare_data(config, process_device(config.device))
         run_dir = out_dir / f"seed_{seed}" / variant
         if (run_dir / RUN_RESULT).exists():  # trained before, into this folder: the benchmark resumes
+            if load_config(run_dir / "config.yaml") != config:
+                raise ConfigError(f"{run_dir} holds a run of another config: choose another --out")
             results["seeds"][seed][variant] = json.loads((run_dir / RUN_RESULT).read_text())
             continue
         branch = out_dir / f"seed_{seed}" / "d" / kept_checkpoint(base.schedule.epochs)
