@@ -38,7 +38,7 @@ RUN_RESULT = "benchmark_run.json"  # a finished run's metrics, time and epochs, 
 
 
 def run_benchmark(out_dir: str | Path, config_path: str | Path | None = None, overrides: Sequence[str] = (),
-                  variants: Sequence[str] = tuple(VARIANTS), seeds: Sequence[int] | None = None,
+                  variants: Sequence[str] = MAIN_VARIANTS, seeds: Sequence[int] | None = None,
                   progress: bool = True) -> dict:
     """Train every variant with every seed into ``out_dir/seed_<seed>/<variant>``; returns
     {"seeds": {seed: {variant: metrics}}, "teacher": metrics} (see write_results). ``seeds``: default the
@@ -56,8 +56,9 @@ def run_benchmark(out_dir: str | Path, config_path: str | Path | None = None, ov
     out_dir = Path(out_dir)
     base = load_config(config_path, list(overrides))
     seeds = [base.seed] if seeds is None else list(seeds)
+    in_order = [variant for variant in VARIANTS if variant in variants]  # (d) before the variants branching from it
     configs = {(seed, variant): variant_config(base, [*overrides, f"seed={seed}"], config_path, variant)
-               for seed in seeds for variant in variants}
+               for seed in seeds for variant in in_order}
     shared: dict[str, RunData] = {}
     results: dict = {"seeds": {seed: {} for seed in seeds}}
     for (seed, variant), config in configs.items():

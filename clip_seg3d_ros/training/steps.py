@@ -36,13 +36,13 @@ from clip_seg3d_ros.vocabulary import Vocabulary
 
 LAST_CHECKPOINT = "last.pt"  # model + training state, rewritten every epoch: what --resume reads
 FINAL_CHECKPOINT = "model.pt"  # the trained model, for the Segmenter and the node
+LOSS_NAMES = ("total", "ce", "semantic", "spatial")  # what sample_losses returns
 
 
 def kept_checkpoint(epochs: int) -> str:
     """The name of the copy of last.pt after ``epochs`` epochs that a run keeps on request (the benchmark branches
     its self-training variants from (d)'s)."""
     return f"after_{epochs}_epochs.pt"
-LOSS_NAMES = ("total", "ce", "semantic", "spatial")  # what sample_losses returns
 
 
 class ResumeError(RuntimeError):
