@@ -46,7 +46,7 @@ MIN_GAIN = 3.0
 def test_self_training_beats_clip_guided_training_on_unseen_points_no_camera_sees(tmp_path):
     """Front camera only: (e) starts from (d)'s model after the CLIP-guided epochs (the benchmark's branch) and
     self-trains; (d) goes on with CLIP-guided training for as many epochs. On the points no camera sees the
-    teacher labelled nothing: what (e) adds there is self-training's. About 10 minutes here."""
+    teacher labelled nothing: what (e) adds there is self-training's. About 4-5 minutes of the suite here."""
     run_benchmark = training_script("benchmark").run_benchmark
     results = run_benchmark(tmp_path, FRONT_CAMERA, overrides=["data.synthetic_val_scenes=16", "eval.num_bev=0"],
                             variants=["d", "e"], seeds=[HELD_OUT_SEED], progress=False)
