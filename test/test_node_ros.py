@@ -162,6 +162,12 @@ def test_bag_sweeps_come_back_labelled_as_replay_labels_them_and_the_evaluator_a
     ground_truth = probe.create_publisher(PointCloud2, "/points_gt", RELIABLE)
     try:
         assert wait_until(lambda: points.get_subscription_count() and ground_truth.get_subscription_count(), 60)
+        # The evaluator must also be matched to the segment node's output before the first sweep: an output
+        # published before that is lost to it (volatile durability), and the evaluator waits for it forever (seen
+        # once in CI: all ground truths arrived, no prediction). The probe sees the graph, not the pair's match, so
+        # a short settle follows.
+        assert wait_until(lambda: probe.count_subscribers(OUTPUT) >= 2 and probe.count_publishers(OUTPUT) >= 1, 60)
+        time.sleep(2.0)
         for sweep, truth in zip(sweeps, truths, strict=True):
             ground_truth.publish(truth)
             output = publish_until_answered(points, sweep, outputs)
