@@ -27,8 +27,12 @@ segment that joins an unseen object to unlabelled clutter, which the support thr
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from clip_seg3d_ros.datasets.sample import IGNORE_INDEX
+from clip_seg3d_ros.sparse.coords import CoordinateIndex
+from clip_seg3d_ros.sparse.kernel_map import submanifold_map
+from clip_seg3d_ros.voxelize import voxelize
 
 
 def candidates(labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray, allowed: np.ndarray,
@@ -117,35 +121,22 @@ def label_quality(counts: np.ndarray, class_names: list[str], allowed: np.ndarra
     return quality
 
 
-# The 13 voxel offsets of one half of the 26-neighbourhood: with their mirrors, every neighbour pair once.
-HALF_NEIGHBOURHOOD = np.array([offset for offset in np.ndindex(3, 3, 3) if offset > (1, 1, 1)]) - 1
-
-
 def segments(xyz: np.ndarray, members: np.ndarray, voxel_size: float) -> np.ndarray:
     """(N,) int64 segment of each point: the connected components (26-neighbourhood) of the ``voxel_size``
     voxels that the ``members`` points occupy, numbered from 0; -1 for the points that are not members.
 
-    Union-find by label propagation: every voxel takes the smallest label among its neighbours, then labels
-    jump to their label's label, until nothing changes.
+    The voxels and their neighbour pairs come from the network's own voxelization and 3x3x3 submanifold kernel
+    map; then union-find by label propagation: every voxel takes the smallest label among its neighbours, then
+    labels jump to their label's label, until nothing changes.
     """
     segment = np.full(len(xyz), -1, dtype=np.int64)
     if not members.any():
         return segment
-    cells = np.floor(xyz[members] / voxel_size).astype(np.int64)
-    cells -= cells.min(axis=0) - 1  # >= 1, so that every neighbour key is >= 0
-    span = cells.max(axis=0) + 2
-    keys, inverse = np.unique((cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2], return_inverse=True)
-    voxel_cells = np.stack([keys // (span[1] * span[2]), keys // span[2] % span[1], keys % span[2]], axis=1)
-    first, second = [], []
-    for offset in HALF_NEIGHBOURHOOD:
-        neighbour = voxel_cells + offset
-        neighbour_keys = (neighbour[:, 0] * span[1] + neighbour[:, 1]) * span[2] + neighbour[:, 2]
-        found = np.minimum(np.searchsorted(keys, neighbour_keys), len(keys) - 1)
-        hit = keys[found] == neighbour_keys
-        first.append(np.flatnonzero(hit))
-        second.append(found[hit])
-    first, second = np.concatenate(first), np.concatenate(second)
-    label = np.arange(len(keys))
+    member_xyz = torch.from_numpy(np.ascontiguousarray(xyz[members], dtype=np.float32))
+    voxels = voxelize(member_xyz, member_xyz.new_zeros(len(member_xyz), 1), voxel_size)
+    neighbours = submanifold_map(CoordinateIndex(voxels.coords), kernel_size=3, stride=1)
+    first, second = neighbours.rows_in.numpy(), neighbours.rows_out.numpy()
+    label = np.arange(len(voxels.coords))
     while True:
         smaller = np.minimum(label[first], label[second])
         updated = label.copy()
@@ -155,7 +146,7 @@ def segments(xyz: np.ndarray, members: np.ndarray, voxel_size: float) -> np.ndar
         if np.array_equal(updated, label):
             break
         label = updated
-    segment[members] = np.unique(label, return_inverse=True)[1][inverse]
+    segment[members] = np.unique(label, return_inverse=True)[1][voxels.point_to_voxel.numpy()]
     return segment
 
 
