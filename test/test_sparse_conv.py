@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, kernel_offsets, sparse_conv3d
 from clip_seg3d_ros.sparse.coords import CoordinateIndex, downsample_coords, hash_coords, unhash_coords
-from clip_seg3d_ros.sparse.kernel_map import downsampling_map, searched_map, submanifold_map
+from clip_seg3d_ros.sparse.kernel_map import downsampling_map, grid_submanifold_map, searched_map, submanifold_map
 
 GRID = 7  # dense grid cells per axis
 BATCH = 2
@@ -193,6 +193,59 @@ def test_submanifold_map_equals_the_searched_map(kernel_size, tensor_stride):
     searched = searched_map(index, len(coords), coords, kernel_size, tensor_stride)
     assert pair_sets(fast, kernel_size**3) == pair_sets(searched, kernel_size**3)
     assert sum(end - start for _, start, end in fast.segments) == fast.rows_in.numel()
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+@pytest.mark.parametrize("tensor_stride", [1, 2])
+def test_grid_submanifold_map_equals_the_searched_map(kernel_size, tensor_stride):
+    x = random_sparse(200, 1, tensor_stride, seed=10 + kernel_size + tensor_stride)
+    coords = x.coords - 3 * tensor_stride
+    grid = grid_submanifold_map(coords, kernel_size, tensor_stride, max_cells=10**6)
+    searched = searched_map(CoordinateIndex(coords), len(coords), coords, kernel_size, tensor_stride)
+    assert pair_sets(grid, kernel_size**3) == pair_sets(searched, kernel_size**3)
+    # Over its budget (two batch items of a 7^3 box padded by the radius) it declines.
+    padded = BATCH * (GRID + 2 * (kernel_size // 2)) ** 3
+    assert grid_submanifold_map(coords, kernel_size, tensor_stride, max_cells=padded - 1) is None
+    assert grid_submanifold_map(coords, kernel_size, tensor_stride, max_cells=padded) is not None
+
+
+def test_a_cpu_cache_takes_the_grid_only_for_a_small_box(monkeypatch):
+    from clip_seg3d_ros.sparse import tensor
+
+    grid_results = []
+
+    def recorded(*args, **kwargs):
+        grid_results.append(grid_submanifold_map(*args, **kwargs))
+        return grid_results[-1]
+
+    monkeypatch.setattr(tensor, "grid_submanifold_map", recorded)
+    x = random_sparse(200, 1, 1, seed=3)
+    assert x.cache.kernel_map(1, 1, 3) is grid_results[0]  # 2 x 9^3 cells for 200 voxels
+    far = x.coords.clone()
+    far[0, 1:] = 5000  # one voxel far away: millions of cells per voxel, the column search serves
+    y = SparseTensor(x.feats, far)
+    expected = searched_map(CoordinateIndex(far), len(far), far, 3, 1)
+    assert pair_sets(y.cache.kernel_map(1, 1, 3), 27) == pair_sets(expected, 27)
+    assert grid_results[1] is None
+
+
+@pytest.mark.parametrize("kind", ["submanifold", "grid", "downsampling", "transposed", "searched"])
+def test_pairs_by_output_are_a_stable_sort_of_the_output_rows(kind):
+    # The counting sort of by_output() gives exactly the permutation of a stable argsort, and the run starts.
+    x = random_sparse(220, 1, 1, seed=5)
+    coords = x.coords
+    coarse, parent = downsample_coords(coords, 2)
+    kernel_map = {
+        "submanifold": lambda: submanifold_map(CoordinateIndex(coords), 3, 1),
+        "grid": lambda: grid_submanifold_map(coords, 3, 1, max_cells=10**6),
+        "downsampling": lambda: downsampling_map(coords, 1, parent, len(coarse)),
+        "transposed": lambda: searched_map(CoordinateIndex(coords), len(coords), coarse, 2, 1).transposed(),
+        "searched": lambda: searched_map(CoordinateIndex(coords), len(coords), coords, 3, 1),
+    }[kind]()
+    order, starts = kernel_map.by_output()
+    assert torch.equal(order, torch.argsort(kernel_map.rows_out, stable=True))
+    counts = torch.bincount(kernel_map.rows_out, minlength=kernel_map.num_outputs)
+    assert torch.equal(starts, counts.cumsum(0) - counts)
 
 
 @pytest.mark.parametrize("tensor_stride", [1, 2, 4])

@@ -80,12 +80,11 @@ def gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kernel_map:
                                                                                        weight.shape[-1])
     # Each offset's input rows are gathered into one small buffer that stays in cache for its matmul; the
     # products of all offsets go side by side into one preallocated buffer.
-    largest = max(end - start for _, start, end in kernel_map.segments)
-    gathered, products = workspace.take(feats, (largest, weight.shape[-2]),
-                                        (kernel_map.rows_in.numel(), weight.shape[-1]))
-    for offset, start, end in kernel_map.segments:
-        rows = torch.index_select(feats, 0, kernel_map.rows_in[start:end], out=gathered[: end - start])
-        torch.mm(rows, weight[offset], out=products[start:end])
+    offsets, sizes, segment_rows_in, _ = kernel_map.segment_rows()
+    gathered, products = workspace.take(feats, (max(sizes), weight.shape[-2]), (sum(sizes), weight.shape[-1]))
+    weights = weight.unbind(0)
+    for offset, size, rows_in, product in zip(offsets, sizes, segment_rows_in, products.split(sizes), strict=True):
+        torch.mm(torch.index_select(feats, 0, rows_in, out=gathered[:size]), weights[offset], out=product)
     # The scatter-add as a gather-sum: embedding_bag sums each output's products (its pairs ordered by output
     # row) several times faster than index_add_, which adds element by element.
     order, output_starts = kernel_map.by_output()
@@ -123,13 +122,12 @@ class KernelMapConvolution(torch.autograd.Function):
             if identity is not None:
                 torch.mm(feats.T, grad_out, out=grad_weight[identity])
             if kernel_map.segments:
-                largest = max(end - start for _, start, end in kernel_map.segments)
-                inputs, grads = ctx.workspace.take(feats, (largest, feats.shape[1]), (largest, grad_out.shape[1]))
-                for offset, start, end in kernel_map.segments:
-                    rows_in = torch.index_select(feats, 0, kernel_map.rows_in[start:end], out=inputs[: end - start])
-                    rows_out = torch.index_select(grad_out, 0, kernel_map.rows_out[start:end],
-                                                  out=grads[: end - start])
-                    torch.mm(rows_in.T, rows_out, out=grad_weight[offset])
+                offsets, sizes, segment_rows_in, segment_rows_out = kernel_map.segment_rows()
+                inputs, grads = ctx.workspace.take(feats, (max(sizes), feats.shape[1]), (max(sizes), grad_out.shape[1]))
+                for offset, size, rows_in, rows_out in zip(offsets, sizes, segment_rows_in, segment_rows_out,
+                                                           strict=True):
+                    torch.mm(torch.index_select(feats, 0, rows_in, out=inputs[:size]).T,
+                             torch.index_select(grad_out, 0, rows_out, out=grads[:size]), out=grad_weight[offset])
         return grad_feats, grad_weight, None, None
 
 

@@ -17,6 +17,7 @@ convolution, its transposed twin and both backwards.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -43,12 +44,23 @@ class KernelMap:
     identity_offset: int | None = None
     _transposed: KernelMap | None = field(default=None, repr=False, compare=False)
     _by_output: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    _segment_rows: tuple | None = field(default=None, repr=False, compare=False)
     segments: list[tuple[int, int, int]] = field(init=False, repr=False, compare=False)
     """(offset, start, end) of each non-empty segment."""
 
     def __post_init__(self) -> None:
         self.segments = [(offset, self.starts[j], self.starts[j + 1]) for j, offset in enumerate(self.offsets)
                          if self.starts[j + 1] > self.starts[j]]
+
+    def segment_rows(self) -> tuple[list[int], list[int], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """Offsets, sizes, input rows and output rows of the non-empty segments; split once per map, so that a
+        convolution's loop indexes no tensor."""
+        if self._segment_rows is None:
+            sizes = [end - start for _, start, end in self.segments]
+            used = sum(sizes)  # the non-empty segments tile the pairs from 0
+            self._segment_rows = ([offset for offset, _, _ in self.segments], sizes,
+                                  self.rows_in[:used].split(sizes), self.rows_out[:used].split(sizes))
+        return self._segment_rows
 
     def pairs(self, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(input rows, output rows) through ``offset``; empty when it has none (and for the identity offset)."""
@@ -69,13 +81,26 @@ class KernelMap:
 
     def by_output(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The pairs ordered by output row, as ``embedding_bag`` takes them: (pair indices, (num_outputs,)
-        start of each output's run). Built once per map."""
+        start of each output's run). Built once per map.
+
+        A counting sort, not a sort: every map here gives an output at most one pair per offset, so an output's
+        pairs are placed segment after segment, each segment moving its outputs' write positions on by one.
+        The order is the one a stable sort of ``rows_out`` gives, in O(pairs) and without a host sync.
+        """
         if self._by_output is None:
-            order = torch.argsort(self.rows_out, stable=True)
+            rows_out = self.rows_out
             # Not bincount: on CUDA it reads the maximum back to the host.
-            counts = torch.zeros(self.num_outputs, dtype=torch.long, device=self.rows_out.device).index_add_(
-                0, self.rows_out, torch.ones_like(self.rows_out))
-            self._by_output = (order, counts.cumsum(0) - counts)
+            counts = torch.zeros(self.num_outputs, dtype=torch.long, device=rows_out.device).index_add_(
+                0, rows_out, torch.ones_like(rows_out))
+            starts = counts.cumsum(0) - counts
+            next_free, destination = starts.clone(), torch.empty_like(rows_out)
+            for _, start, end in self.segments:
+                outputs = rows_out[start:end]
+                torch.index_select(next_free, 0, outputs, out=destination[start:end])
+                next_free.index_add_(0, outputs, torch.ones_like(outputs))
+            order = torch.empty_like(rows_out)
+            order[destination] = torch.arange(len(rows_out), device=rows_out.device)
+            self._by_output = (order, starts)
         return self._by_output
 
 
@@ -99,7 +124,7 @@ def _found_pairs(input_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     found = input_rows >= 0
     counts = torch.count_nonzero(found, dim=1).tolist()
     flat = torch.nonzero_static(found.reshape(-1), size=sum(counts)).squeeze(1)
-    return input_rows.reshape(-1)[flat], flat % input_rows.shape[1], counts
+    return torch.index_select(input_rows.reshape(-1), 0, flat), flat % input_rows.shape[1], counts
 
 
 def searched_map(in_index: CoordinateIndex, num_inputs: int, out_coords: torch.Tensor, kernel_size: int,
@@ -156,6 +181,44 @@ def submanifold_map(index: CoordinateIndex, kernel_size: int, stride: int) -> Ke
     return KernelMap(rows_in=torch.cat([rows_in, rows_out]), rows_out=torch.cat([rows_out, rows_in]),
                      offsets=looked_up + [volume - 1 - o for o in looked_up], starts=_starts(counts + counts),
                      num_inputs=n, num_outputs=n, identity_offset=volume // 2)
+
+
+def grid_submanifold_map(coords: torch.Tensor, kernel_size: int, stride: int, max_cells: int) -> KernelMap | None:
+    """The map of :func:`submanifold_map` by a dense grid lookup, or None when the grid would exceed ``max_cells``.
+
+    For the coarse levels of a sweep, whose bounding box is a few cells per voxel: a table over the box (padded
+    by the kernel radius, so that no neighbour falls outside it or wraps into the next row) holds each voxel's
+    row, and each offset is one gather from it. A dozen array operations instead of the column searches, whose
+    fixed cost dominates below a few thousand voxels. It reads the box size back, so it is meant for the CPU.
+    """
+    k, r = kernel_size, kernel_size // 2
+    if len(coords) == 0:
+        return None
+    cells = torch.cat([coords[:, :1], torch.div(coords[:, 1:], stride, rounding_mode="floor")], dim=1)
+    low, high = torch.aminmax(cells, dim=0)
+    low, high = low.tolist(), high.tolist()
+    low[1:] = [value - r for value in low[1:]]  # no padding across batch items: no offset goes there
+    extent = [high[0] + 1 - low[0]] + [value + r + 1 - start for value, start in zip(high[1:], low[1:], strict=True)]
+    if extent[0] * extent[1] * extent[2] * extent[3] > max_cells:
+        return None
+    cells -= torch.tensor(low, device=coords.device)
+    cell = ((cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]) * extent[3] + cells[:, 3]
+    n = len(coords)
+    table = torch.full((extent[0] * extent[1] * extent[2] * extent[3],), -1, dtype=torch.int32, device=coords.device)
+    table.index_put_((cell,), torch.arange(n, dtype=torch.int32, device=coords.device))
+    half = k**3 // 2  # the offsets before the centre; the ones after it are their opposites
+    steps = [(dx * extent[2] + dy) * extent[3] + dz for dx, dy, dz in _kernel_offset_list(k)[:half]]
+    neighbours = torch.tensor(steps, device=coords.device).unsqueeze(1) + cell.unsqueeze(0)
+    rows_in, rows_out, counts = _found_pairs(torch.index_select(table, 0, neighbours.view(-1)).view(half, n))
+    rows_in = rows_in.long()
+    return KernelMap(rows_in=torch.cat([rows_in, rows_out]), rows_out=torch.cat([rows_out, rows_in]),
+                     offsets=list(range(half)) + [k**3 - 1 - o for o in range(half)], starts=_starts(counts + counts),
+                     num_inputs=n, num_outputs=n, identity_offset=half)
+
+
+@functools.cache
+def _kernel_offset_list(kernel_size: int) -> tuple[tuple[int, int, int], ...]:
+    return tuple(tuple(offset) for offset in kernel_offsets(kernel_size).tolist())
 
 
 def downsampling_map(coords: torch.Tensor, stride: int, parent: torch.Tensor, num_outputs: int) -> KernelMap:
