@@ -274,6 +274,19 @@ def test_precision_setting_reaches_the_segmenter_and_matches_its_choices(checkpo
         RuntimeSettings(checkpoint="m.pt", precision="int8").validated()
 
 
+def test_sparse_backend_setting_reaches_the_segmenter_and_matches_its_choices(checkpoint_path, points):
+    from clip_seg3d_ros.runtime.settings import SPARSE_BACKENDS
+    from clip_seg3d_ros.sparse.backend import BACKENDS
+
+    assert BACKENDS == SPARSE_BACKENDS
+    runtime = SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", sparse_backend="batched"))
+    assert runtime.processor.segmenter.sparse_backend == "batched"
+    reference = SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu")).process(points)
+    result = runtime.process(points)
+    np.testing.assert_array_equal(result.labels, reference.labels)
+    np.testing.assert_allclose(result.scores, reference.scores, atol=1e-5)
+
+
 # --- cameras: pairing and extrinsics ------------------------------------------------------------------------------
 
 def test_each_sweep_takes_per_camera_the_nearest_image_within_the_slop():

@@ -3,15 +3,19 @@
 import json
 
 import numpy as np
+import pytest
 
 from clip_seg3d_ros.tools import sparse_bench
 
 
-def test_sparse_bench_prints_ratios_and_agreeing_outputs(tmp_path, capsys, kitti_crop):
+@pytest.mark.parametrize("backend", ["native", "batched"])
+def test_sparse_bench_prints_ratios_and_agreeing_outputs(tmp_path, capsys, kitti_crop, backend):
     path = tmp_path / "scan.npy"
     np.save(path, kitti_crop[:20_000])
-    sparse_bench.main(["--points", str(path), "--voxel-sizes", "0.4", "--threads", "1", "--repeats", "1"])
+    sparse_bench.main(["--points", str(path), "--voxel-sizes", "0.4", "--threads", "1", "--repeats", "1",
+                       "--backend", backend])
     result = json.loads(capsys.readouterr().out)
+    assert result["backend"] == backend
     ops = result["settings"]["0.4 m, 1 thread"]["ops"]
     assert "MinkUNet small forward" in ops and all(op["native_ms"] > 0 for op in ops.values())
     if result["spconv"] is None:  # not installed: native times only

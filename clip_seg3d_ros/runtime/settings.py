@@ -19,13 +19,14 @@ from dataclasses import dataclass, field, fields, replace
 
 from clip_seg3d_ros.device import resolve_device
 
-SPARSE_BACKENDS = ("auto", "native", "torchsparse")
+SPARSE_BACKENDS = ("auto", "native", "batched", "torchsparse")  # clip_seg3d_ros.sparse.backend.BACKENDS
 PRECISIONS = ("fp32", "bf16", "fp16")  # the Segmenter's (clip_seg3d_ros.segmenter.PRECISIONS), without importing torch
 
 DESCRIPTIONS: dict[str, str] = {
     "checkpoint": "path of the trained checkpoint (.pt); required",
     "device": "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'",
-    "sparse_backend": "'auto' (torchsparse on CUDA when installed), 'native' or 'torchsparse'",
+    "sparse_backend": "'auto' (torchsparse on CUDA when installed, else native), 'native', 'batched' (native "
+    "with each convolution's matmuls in one call, for GPUs) or 'torchsparse'",
     "vocabulary": "class names to segment; empty: the checkpoint's. Names not in the checkpoint need the CLIP "
     "text encoder (clip_model / clip_weights). Changeable at runtime",
     "score_threshold": "points whose class probability is below this are labelled ignored (65535); changeable",

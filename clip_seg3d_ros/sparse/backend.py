@@ -1,7 +1,14 @@
-"""Choice of the sparse-convolution kernel: the native PyTorch one or torchsparse.
+"""Choice of the sparse-convolution kernel: the native PyTorch one, its batched form, or torchsparse.
 
-Both compute the same convolution with the same weight tensor (torchsparse's layout and kernel-offset
-order), so a checkpoint trained with one runs with the other. torchsparse is only used on CUDA: it has no
+- ``native``: one matmul per kernel offset (the fastest on a CPU);
+- ``batched``: the native engine with each convolution's matmuls in one call, a grouped GEMM in bf16 or a
+  padded ``bmm`` (:func:`clip_seg3d_ros.sparse.conv.batched_products`): two kernel launches per convolution
+  instead of two per offset, meant for GPUs; on the CPU it runs, but the whole small network took 2.3x (0.3 m)
+  and 3.6x (0.05 m) as long as with ``native`` (padding, and bmm slower than mm there);
+- ``torchsparse``: torchsparse's CUDA kernels.
+
+All compute the same convolution with the same weight tensor (torchsparse's layout and kernel-offset
+order), so a checkpoint trained with one runs with the others. torchsparse is only used on CUDA: it has no
 CPU kernels worth using, and it is not on PyPI, so it is never a hard dependency.
 """
 
@@ -11,7 +18,7 @@ import importlib.util
 
 import torch
 
-BACKENDS = ("auto", "native", "torchsparse")
+BACKENDS = ("auto", "native", "batched", "torchsparse")
 
 
 def torchsparse_available() -> bool:
@@ -19,7 +26,8 @@ def torchsparse_available() -> bool:
 
 
 def select_backend(device: torch.device | str, requested: str = "auto") -> str:
-    """Resolve ``requested`` ("auto", "native" or "torchsparse") for tensors on ``device``."""
+    """Resolve ``requested`` (one of :data:`BACKENDS`) for tensors on ``device``; "auto" is torchsparse on CUDA
+    when installed, else native."""
     if requested not in BACKENDS:
         raise ValueError(f"unknown sparse backend {requested!r}; choose one of {BACKENDS}")
     on_cuda = torch.device(device).type == "cuda"

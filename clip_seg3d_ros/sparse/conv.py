@@ -36,6 +36,7 @@ def sparse_conv3d(
     """
     if x.cache.backend == "torchsparse":
         return _torchsparse_conv3d(x, weight, kernel_size, stride, transposed, bias)
+    batched = x.cache.backend == "batched"
     if kernel_size == 1 and stride == 1:
         out = x.with_feats(x.feats @ weight.reshape(weight.shape[-2], weight.shape[-1]))
     elif transposed:
@@ -47,49 +48,76 @@ def sparse_conv3d(
             )
         out_stride = x.stride // stride
         kernel_map = x.cache.kernel_map(out_stride, x.stride, kernel_size).transposed()
-        feats = _convolve(x.feats, weight, kernel_map, x.cache.workspace)
+        feats = _convolve(x.feats, weight, kernel_map, x.cache.workspace, batched)
         out = SparseTensor(feats=feats, coords=x.cache.coords[out_stride], stride=out_stride, cache=x.cache)
     else:
         out_stride = x.stride * stride
         kernel_map = x.cache.kernel_map(x.stride, out_stride, kernel_size)
-        feats = _convolve(x.feats, weight, kernel_map, x.cache.workspace)
+        feats = _convolve(x.feats, weight, kernel_map, x.cache.workspace, batched)
         out = SparseTensor(feats=feats, coords=x.cache.coords_at(out_stride), stride=out_stride, cache=x.cache)
     if bias is not None:
         out = out.with_feats(out.feats + bias)
     return out
 
 
-def _convolve(feats: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap, workspace: Workspace) -> torch.Tensor:
+def _convolve(feats: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap, workspace: Workspace,
+              batched: bool) -> torch.Tensor:
     # Under autocast the matmuls run in its dtype; so do the gather and the scatter-add (one dtype throughout).
     device_type = feats.device.type
     if torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
         feats, weight = feats.to(dtype), weight.to(dtype)
-    return KernelMapConvolution.apply(feats, weight, kernel_map, workspace)
+    return KernelMapConvolution.apply(feats, weight, kernel_map, workspace, batched)
 
 
 def gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap,
-                          workspace: Workspace) -> torch.Tensor:
+                          workspace: Workspace, batched: bool = False) -> torch.Tensor:
     """(num_outputs, C_out): every output row's sum over its pairs of ``feats[input row] @ weight[offset]``.
 
     ``feats`` (num_inputs, C_in), ``weight`` (K, C_in, C_out); no autograd (see :class:`KernelMapConvolution`).
+    ``batched``: all offsets' matmuls in one call (:func:`batched_products`) instead of one call per offset.
     """
     identity = kernel_map.identity_offset
     if not kernel_map.segments:
         return feats @ weight[identity] if identity is not None else feats.new_zeros(kernel_map.num_outputs,
                                                                                        weight.shape[-1])
-    # Each offset's input rows are gathered into one small buffer that stays in cache for its matmul; the
-    # products of all offsets go side by side into one preallocated buffer.
-    offsets, sizes, segment_rows_in, _ = kernel_map.segment_rows()
-    gathered, products = workspace.take(feats, (max(sizes), weight.shape[-2]), (sum(sizes), weight.shape[-1]))
-    weights = weight.unbind(0)
-    for offset, size, rows_in, product in zip(offsets, sizes, segment_rows_in, products.split(sizes), strict=True):
-        torch.mm(torch.index_select(feats, 0, rows_in, out=gathered[:size]), weights[offset], out=product)
+    order, output_starts = kernel_map.by_output()
+    if batched:
+        products, order = batched_products(feats, weight, kernel_map)
+    else:
+        # Each offset's input rows are gathered into one small buffer that stays in cache for its matmul; the
+        # products of all offsets go side by side into one preallocated buffer.
+        offsets, sizes, segment_rows_in, _ = kernel_map.segment_rows()
+        gathered, products = workspace.take(feats, (max(sizes), weight.shape[-2]), (sum(sizes), weight.shape[-1]))
+        weights = weight.unbind(0)
+        for offset, size, rows_in, product in zip(offsets, sizes, segment_rows_in, products.split(sizes),
+                                                  strict=True):
+            torch.mm(torch.index_select(feats, 0, rows_in, out=gathered[:size]), weights[offset], out=product)
     # The scatter-add as a gather-sum: embedding_bag sums each output's products (its pairs ordered by output
     # row) several times faster than index_add_, which adds element by element.
-    order, output_starts = kernel_map.by_output()
     out = F.embedding_bag(order, products, output_starts, mode="sum")
     return out.addmm_(feats, weight[identity]) if identity is not None else out
+
+
+def batched_products(feats: torch.Tensor, weight: torch.Tensor,
+                     kernel_map: KernelMap) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pair's product in one matmul call, and the rows of those products in by-output order.
+
+    Two kernel launches instead of two per offset, which is what counts on a GPU for the small levels of a
+    network. In bf16 with channels in multiples of 8 (the 16-byte rows grouped GEMM kernels need) it is
+    ``grouped_mm``: the pairs side by side, one group per offset. Otherwise the segments are padded to the
+    longest (``bmm``), which costs up to (offsets x longest) / pairs times the gather and the FLOPs.
+    """
+    padded_rows, offset_index, padded_order = kernel_map.padded_layout()
+    kernels = weight.index_select(0, offset_index)
+    c_in, c_out = weight.shape[-2:]
+    if feats.dtype == torch.bfloat16 and c_in % 8 == 0 and c_out % 8 == 0:
+        used = sum(kernel_map.segment_rows()[1])
+        gathered = torch.index_select(feats, 0, kernel_map.rows_in[:used])
+        return F.grouped_mm(gathered, kernels, offs=kernel_map.segment_ends()), kernel_map.by_output()[0]
+    segments, longest = padded_rows.shape
+    gathered = torch.index_select(feats, 0, padded_rows.view(-1)).view(segments, longest, c_in)
+    return torch.bmm(gathered, kernels).view(segments * longest, c_out), padded_order
 
 
 class KernelMapConvolution(torch.autograd.Function):
@@ -101,10 +129,10 @@ class KernelMapConvolution(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap,
-                workspace: Workspace) -> torch.Tensor:
+                workspace: Workspace, batched: bool) -> torch.Tensor:
         ctx.save_for_backward(feats, weight)
-        ctx.kernel_map, ctx.workspace = kernel_map, workspace
-        return gather_matmul_scatter(feats, weight, kernel_map, workspace)
+        ctx.kernel_map, ctx.workspace, ctx.batched = kernel_map, workspace, batched
+        return gather_matmul_scatter(feats, weight, kernel_map, workspace, batched)
 
     @staticmethod
     @once_differentiable  # its buffers are written in place: no second derivative
@@ -115,7 +143,7 @@ class KernelMapConvolution(torch.autograd.Function):
         grad_feats = grad_weight = None
         if ctx.needs_input_grad[0]:
             grad_feats = gather_matmul_scatter(grad_out, weight.transpose(1, 2), kernel_map.transposed(),
-                                               ctx.workspace)
+                                               ctx.workspace, ctx.batched)
         if ctx.needs_input_grad[1]:
             grad_weight = torch.zeros_like(weight)
             identity = kernel_map.identity_offset
@@ -128,7 +156,7 @@ class KernelMapConvolution(torch.autograd.Function):
                                                            strict=True):
                     torch.mm(torch.index_select(feats, 0, rows_in, out=inputs[:size]).T,
                              torch.index_select(grad_out, 0, rows_out, out=grads[:size]), out=grad_weight[offset])
-        return grad_feats, grad_weight, None, None
+        return grad_feats, grad_weight, None, None, None
 
 
 def _torchsparse_conv3d(

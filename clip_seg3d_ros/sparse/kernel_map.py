@@ -45,6 +45,8 @@ class KernelMap:
     _transposed: KernelMap | None = field(default=None, repr=False, compare=False)
     _by_output: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
     _segment_rows: tuple | None = field(default=None, repr=False, compare=False)
+    _padded_layout: tuple | None = field(default=None, repr=False, compare=False)
+    _segment_ends: torch.Tensor | None = field(default=None, repr=False, compare=False)
     segments: list[tuple[int, int, int]] = field(init=False, repr=False, compare=False)
     """(offset, start, end) of each non-empty segment."""
 
@@ -61,6 +63,30 @@ class KernelMap:
             self._segment_rows = ([offset for offset, _, _ in self.segments], sizes,
                                   self.rows_in[:used].split(sizes), self.rows_out[:used].split(sizes))
         return self._segment_rows
+
+    def padded_layout(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The pairs laid out for one batched matmul over all offsets: (segments, longest segment) input rows,
+        padded with row 0; the segments' offsets (segments,); and, in that layout, the position of each pair in
+        :meth:`by_output` order. Built once per map, with no host sync."""
+        if self._padded_layout is None:
+            offsets, sizes, _, _ = self.segment_rows()
+            device, longest, used = self.rows_in.device, max(sizes), sum(sizes)
+            segment = torch.repeat_interleave(torch.arange(len(sizes), device=device),
+                                              torch.tensor(sizes, device=device), output_size=used)
+            segment_starts = torch.tensor([start for _, start, _ in self.segments], device=device)
+            position = segment * longest + torch.arange(used, device=device) - segment_starts[segment]
+            rows = torch.zeros(len(sizes) * longest, dtype=self.rows_in.dtype, device=device)
+            rows[position] = self.rows_in[:used]
+            self._padded_layout = (rows.view(len(sizes), longest), torch.tensor(offsets, device=device),
+                                   position[self.by_output()[0]])
+        return self._padded_layout
+
+    def segment_ends(self) -> torch.Tensor:
+        """(segments,) int32 end of each non-empty segment, as ``grouped_mm`` takes its groups."""
+        if self._segment_ends is None:
+            self._segment_ends = torch.tensor([end for _, _, end in self.segments], dtype=torch.int32,
+                                              device=self.rows_in.device)
+        return self._segment_ends
 
     def pairs(self, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(input rows, output rows) through ``offset``; empty when it has none (and for the identity offset)."""

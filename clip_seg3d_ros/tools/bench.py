@@ -37,6 +37,7 @@ from clip_seg3d_ros.models import MINKUNET_PRESETS, ModelConfig, PointSegmentati
 from clip_seg3d_ros.runtime.processor import STAGES, SweepProcessor
 from clip_seg3d_ros.runtime.settings import default_threads
 from clip_seg3d_ros.segmenter import PRECISIONS, Segmenter
+from clip_seg3d_ros.sparse.backend import BACKENDS
 from clip_seg3d_ros.vocabulary import Vocabulary
 
 
@@ -131,7 +132,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", default="standard", choices=sorted(MINKUNET_PRESETS))
     parser.add_argument("--voxel-size", type=_positive_metres, default=0.05, help="metres, without --checkpoint")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--backend", default="auto", choices=["auto", "native", "torchsparse"])
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                         help="the network's precision: fp32, or bf16 / fp16 autocast")
     parser.add_argument("--num-threads", type=_at_least(0), default=0,

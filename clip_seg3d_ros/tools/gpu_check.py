@@ -3,8 +3,10 @@
     PYTHONPATH=$(ls .gpu/transforms3d-*.whl) python3 -m clip_seg3d_ros.tools.gpu_check --points .gpu/000000.bin
 
 - ``bench``: the node's per-stage latency (:mod:`clip_seg3d_ros.tools.bench`) on the scan, presets small and
-  standard, precisions fp32, bf16 and fp16, random weights (latency does not depend on them);
-- ``sparse``: the native half of the peer benchmark (:mod:`clip_seg3d_ros.tools.sparse_bench`) on CUDA;
+  standard, precisions fp32, bf16 and fp16, sparse backends native (one matmul per kernel offset) and batched
+  (one grouped / padded matmul per convolution), random weights (latency does not depend on them);
+- ``sparse``, ``sparse_batched``: the native half of the peer benchmark (:mod:`clip_seg3d_ros.tools.sparse_bench`)
+  on CUDA, per op and for the whole network, with either backend;
 - ``syncs_per_map``: device-to-host synchronisations while each kernel map of the scan is built (CUDA's sync
   debug mode counts them);
 - ``cuda_vs_cpu``: the small network's output on CUDA against the CPU's (float32, same weights and voxels),
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import sys
 import time
@@ -50,13 +53,13 @@ def printed_json(function, argv: list[str]) -> dict:
 
 def bench_runs(points: str) -> list[dict]:
     runs = []
-    for preset in ("small", "standard"):
-        for precision in ("fp32", "bf16", "fp16"):
-            args = ["--points", points, "--preset", preset, "--precision", precision, "--device", "cuda",
-                    "--warmup", "3", "--repeats", "20"]
-            result = printed_json(lambda argv: bench.run(bench.parse_args(argv)), args)
-            runs.append({key: result[key] for key in ("preset", "precision", "voxels", "device", "sparse_backend")}
-                        | {"ms": result["ms"]})
+    for preset, precision, backend in itertools.product(("small", "standard"), ("fp32", "bf16", "fp16"),
+                                                        ("native", "batched")):
+        args = ["--points", points, "--preset", preset, "--precision", precision, "--device", "cuda",
+                "--backend", backend, "--warmup", "3", "--repeats", "20"]
+        result = printed_json(lambda argv: bench.run(bench.parse_args(argv)), args)
+        runs.append({key: result[key] for key in ("preset", "precision", "voxels", "device", "sparse_backend")}
+                    | {"ms": result["ms"]})
     return runs
 
 
@@ -147,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         "bench": lambda: bench_runs(str(args.points)),
         "sparse": lambda: printed_json(sparse_bench.main, ["--points", str(args.points), "--device", "cuda",
                                                              "--native-only", "--repeats", "9"]),
+        "sparse_batched": lambda: printed_json(sparse_bench.main, ["--points", str(args.points), "--device", "cuda",
+                                                                     "--native-only", "--repeats", "9",
+                                                                     "--backend", "batched"]),
         "precision": lambda: precision_accuracy(str(args.points)),
     }
     for name, section in sections.items():  # one failing section does not cost the others

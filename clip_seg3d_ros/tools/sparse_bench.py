@@ -2,7 +2,7 @@
 
     pip install spconv==2.3.8            # optional (the CPU wheel from PyPI); not a dependency of the package
     python -m clip_seg3d_ros.tools.sparse_bench --points 000000.bin   # a KITTI .bin scan
-    python -m clip_seg3d_ros.tools.sparse_bench --device cuda --native-only
+    python -m clip_seg3d_ros.tools.sparse_bench --device cuda --native-only [--backend batched]
 
 For each voxel size and thread count: the scan's voxels and their coarser levels (strides 1 to 16), the
 same weights in both engines, and per op (kernel-map build, submanifold 3x3x3 convs at a few widths and
@@ -173,7 +173,7 @@ Op = tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor] | None, Callab
 """(native run, spconv run or None, spconv output -> rows in the native output's order)."""
 
 
-def build_ops(levels: Levels, preset: str, spc, seed: int = 0) -> dict[str, Op]:
+def build_ops(levels: Levels, preset: str, spc, seed: int = 0, backend: str = "native") -> dict[str, Op]:
     generator = torch.Generator().manual_seed(seed)
     device = levels.device
 
@@ -181,7 +181,7 @@ def build_ops(levels: Levels, preset: str, spc, seed: int = 0) -> dict[str, Op]:
         return torch.randn(*shape, generator=generator).to(device)
 
     def native_cache(*strides: int) -> CoordinateCache:
-        cache = CoordinateCache()
+        cache = CoordinateCache(backend)
         cache.coords.update({s: levels.coords[s] for s in strides})
         return cache
 
@@ -270,7 +270,7 @@ def build_ops(levels: Levels, preset: str, spc, seed: int = 0) -> dict[str, Op]:
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
     feats = randn(len(levels.coords[1]), 4)
-    native = lambda: net(SparseTensor(feats, levels.coords[1])).feats  # noqa: E731
+    native = lambda: net(SparseTensor(feats, levels.coords[1], cache=CoordinateCache(backend))).feats  # noqa: E731
     spconv_run = None
     if spc is not None:
         spconv_net = spconv_minkunet(net, spc)
@@ -330,6 +330,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", default="small", choices=sorted(MINKUNET_PRESETS))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (spconv's PyPI wheel: CPU only)")
     parser.add_argument("--native-only", action="store_true", help="time the native engine alone")
+    parser.add_argument("--backend", default="native", choices=["native", "batched"],
+                        help="the native engine's form: one matmul per offset, or one call per convolution")
     return parser.parse_args(argv)
 
 
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     thread_counts = args.threads if device.type == "cpu" else [torch.get_num_threads()]
     for voxel_size in args.voxel_sizes:
         levels = Levels(points, voxel_size, device)
-        ops = build_ops(levels, args.preset, spc)
+        ops = build_ops(levels, args.preset, spc, backend=args.backend)
         for threads in thread_counts:
             torch.set_num_threads(threads)
             label = f"{voxel_size:g} m, " + (f"{threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu"
@@ -358,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": description,
         "torch": torch.__version__,
         "spconv": None if spc is None else _spconv_version(),
+        "backend": args.backend,
         "points": int(len(points)),
         "source": str(args.points) if args.points else "generated sweep, seed 0",
         "repeats": args.repeats,
