@@ -71,21 +71,20 @@ class KernelMap:
         if self._padded_layout is None:
             offsets, sizes, _, _ = self.segment_rows()
             device, longest, used = self.rows_in.device, max(sizes), sum(sizes)
-            segment = torch.repeat_interleave(torch.arange(len(sizes), device=device),
-                                              torch.tensor(sizes, device=device), output_size=used)
-            segment_starts = torch.tensor([start for _, start, _ in self.segments], device=device)
+            segment = torch.repeat_interleave(torch.arange(len(sizes), device=device), _on_device(sizes, device),
+                                              output_size=used)
+            segment_starts = _on_device([start for _, start, _ in self.segments], device)
             position = segment * longest + torch.arange(used, device=device) - segment_starts[segment]
             rows = torch.zeros(len(sizes) * longest, dtype=self.rows_in.dtype, device=device)
             rows[position] = self.rows_in[:used]
-            self._padded_layout = (rows.view(len(sizes), longest), torch.tensor(offsets, device=device),
+            self._padded_layout = (rows.view(len(sizes), longest), _on_device(offsets, device),
                                    position[self.by_output()[0]])
         return self._padded_layout
 
     def segment_ends(self) -> torch.Tensor:
         """(segments,) int32 end of each non-empty segment, as ``grouped_mm`` takes its groups."""
         if self._segment_ends is None:
-            self._segment_ends = torch.tensor([end for _, _, end in self.segments], dtype=torch.int32,
-                                              device=self.rows_in.device)
+            self._segment_ends = _on_device([end for _, _, end in self.segments], self.rows_in.device, torch.int32)
         return self._segment_ends
 
     def pairs(self, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,6 +129,12 @@ class KernelMap:
         return self._by_output
 
 
+def _on_device(values: list[int], device: torch.device, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """A few host integers as a tensor on ``device``. Not ``torch.tensor(values, device=...)``: on CUDA its blocking
+    copy waits for the stream, a host sync; a non-blocking copy from pageable memory is staged and returns."""
+    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+
+
 def _starts(counts: list[int]) -> list[int]:
     starts = [0]
     for count in counts:
@@ -139,7 +144,7 @@ def _starts(counts: list[int]) -> list[int]:
 
 def _offset_keys(offsets: torch.Tensor) -> torch.Tensor:
     """Key increments (:func:`offset_key`) of (K, 3) spatial offsets."""
-    return torch.tensor([offset_key(*offset) for offset in offsets.tolist()], device=offsets.device)
+    return _on_device([offset_key(*offset) for offset in offsets.tolist()], offsets.device)
 
 
 def _found_pairs(input_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -180,7 +185,7 @@ def submanifold_map(index: CoordinateIndex, kernel_size: int, stride: int) -> Ke
     last = max(n - 1, 0)
     columns = range((k * k - 1) // 2)  # the (dx, dy) before the centre column, in offset order
     column_keys = [offset_key((c % k - r) * stride, (c // k - r) * stride, -r * stride) for c in columns]
-    bases = torch.tensor(column_keys, device=keys.device).unsqueeze(1) + keys.unsqueeze(0)  # (columns, n): dz = -r
+    bases = _on_device(column_keys, keys.device).unsqueeze(1) + keys.unsqueeze(0)  # (columns, n): dz = -r
     first = torch.searchsorted(keys, bases, out_int32=True)
     candidates = [(first + m).clamp_(max=last) for m in range(k)]
     candidate_keys = [keys[candidate] for candidate in candidates]
