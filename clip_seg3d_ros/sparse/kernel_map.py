@@ -7,7 +7,9 @@ Three ways to build one, from cheapest to most general:
   input's output row come from the ``unique(..., return_inverse=True)`` that made the coarser level;
 - a submanifold map (same voxels in and out, odd kernel): the kernel is point-symmetric, so half of the
   offsets are looked up and the other half are the same pairs swapped; and a column of offsets (dx, dy, all
-  dz) is found with one binary search (see :func:`submanifold_map`): 4 searches per voxel for 3x3x3, not 27;
+  dz) is found with one binary search (see :func:`submanifold_map`): 4 searches per voxel for 3x3x3, not 27.
+  On the CPU a level whose bounding box is small (the coarse levels of a sweep) is instead looked up in a
+  dense grid of its box (:func:`grid_submanifold_map`), with the same symmetry;
 - any other map: every offset looked up in the sorted hash keys of the input voxels.
 
 Each map is built with one host synchronisation on CUDA (the per-offset pair counts that size the matmuls);

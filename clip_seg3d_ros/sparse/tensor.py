@@ -17,10 +17,11 @@ from clip_seg3d_ros.sparse.kernel_map import (
 )
 
 GRID_CELLS_PER_VOXEL = 192
-"""A submanifold map is looked up in a dense grid when its box has at most this many cells per voxel. Measured on
-the KITTI scan (one thread): the grid 2-3x faster than the column searches up to 174 cells per voxel, between
-2x faster and 1.7x slower at 284 (a 15 MB table: its page faults vary), 3.5x slower at 598. A LiDAR sweep's
-coarse levels qualify, its fine ones do not."""
+GRID_MAX_CELLS = 1 << 22
+"""A submanifold map is looked up in a dense grid when its box has at most GRID_CELLS_PER_VOXEL cells per voxel
+and GRID_MAX_CELLS in all (a 16 MB table). Measured on the KITTI scan (one thread): the grid 2-3x faster than
+the column searches up to 174 cells per voxel, between 2x faster and 1.7x slower at 284 (a 15 MB table: its
+page faults vary), 3.5x slower at 598. A LiDAR sweep's coarse levels qualify, its fine ones do not."""
 
 
 class Workspace:
@@ -96,7 +97,8 @@ class CoordinateCache:
                 kernel_map = None
                 if coords.device.type == "cpu":  # the grid's size is read back: free on the CPU only
                     kernel_map = grid_submanifold_map(coords, kernel_size, in_stride,
-                                                      max_cells=GRID_CELLS_PER_VOXEL * len(coords))
+                                                      max_cells=min(GRID_CELLS_PER_VOXEL * len(coords),
+                                                                    GRID_MAX_CELLS))
                 if kernel_map is None:
                     kernel_map = submanifold_map(self.index(in_stride), kernel_size, in_stride)
             elif out_stride == 2 * in_stride and kernel_size == 2 and (in_stride, out_stride) in self.parents:
