@@ -156,6 +156,10 @@ def test_hash_round_trip_and_lookup():
     coarse, parent = downsample_coords(coords, 4)
     assert coarse.tolist() == [[0, -8, 0, 4], [0, 0, 0, 0], [1, 16380, -16384, 0], [3, 0, 0, 0]]
     assert parent.tolist() == [0, 2, 3, 1]
+    for stride in (2, 3, 8):  # powers of two clear low bits, others divide: both floor, negatives included
+        coarse, parent = downsample_coords(coords, stride)
+        floored = torch.cat([coords[:, :1], torch.div(coords[:, 1:], stride, rounding_mode="floor") * stride], 1)
+        assert torch.equal(coarse[parent], floored)
 
 
 def test_kernel_maps_are_built_once_per_shape():

@@ -109,7 +109,10 @@ def kernel_offsets(kernel_size: int, device: torch.device | str = "cpu") -> torc
 def downsample_coords(coords: torch.Tensor, new_stride: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Coordinates of a coarser level: floor to multiples of ``new_stride``, unique, key-sorted; and (N,) the row
     of each input coordinate among them."""
-    coarse = coords.clone()
-    coarse[:, 1:] = torch.div(coords[:, 1:], new_stride, rounding_mode="floor") * new_stride
+    if new_stride & (new_stride - 1) == 0:  # a power of two: clearing the low bits floors (two's complement)
+        coarse = coords & torch.tensor([-1, -new_stride, -new_stride, -new_stride], device=coords.device)
+    else:
+        coarse = coords.clone()
+        coarse[:, 1:] = torch.div(coords[:, 1:], new_stride, rounding_mode="floor") * new_stride
     keys, parent = torch.unique(hash_coords(coarse), return_inverse=True)
     return unhash_coords(keys), parent
