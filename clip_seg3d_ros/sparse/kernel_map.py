@@ -227,7 +227,7 @@ def grid_submanifold_map(coords: torch.Tensor, kernel_size: int, stride: int, ma
     k, r = kernel_size, kernel_size // 2
     if len(coords) == 0:
         return None
-    cells = torch.cat([coords[:, :1], torch.div(coords[:, 1:], stride, rounding_mode="floor")], dim=1)
+    cells = torch.div(coords, torch.tensor([1, stride, stride, stride], device=coords.device), rounding_mode="floor")
     low, high = torch.aminmax(cells, dim=0)
     low, high = low.tolist(), high.tolist()
     low[1:] = [value - r for value in low[1:]]  # no padding across batch items: no offset goes there
