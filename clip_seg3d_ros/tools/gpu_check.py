@@ -9,13 +9,16 @@
   on CUDA, per op and for the whole network, with either backend;
 - ``syncs_per_map``: device-to-host synchronisations while each kernel map of the scan is built (CUDA's sync
   debug mode counts them);
-- ``cuda_vs_cpu``: the small network's output on CUDA against the CPU's (float32, same weights and voxels),
+- ``device_vs_cpu``: the small network's output on CUDA against the CPU's (float32, same weights and voxels),
   and float64 gradient checks of the convolution's backward on CUDA;
 - ``precision``: per-point label agreement and largest probability difference of bf16 / fp16 against fp32 on
   the scan (random weights: a trained checkpoint is what makes these figures conclusive).
 
 Needs torch, numpy, pyyaml, tqdm and pillow, and transforms3d (imported by the package): where it is not
 installed, its pure-Python wheel on ``PYTHONPATH`` serves (Python imports from a wheel as from a zip).
+
+``--device cpu --quick`` is a dry run of the script itself (the small preset, fp32 and bf16, one repeat, no
+sync counts), so that a scarce GPU session does not find its bugs; the test suite runs it.
 """
 
 from __future__ import annotations
@@ -51,12 +54,13 @@ def printed_json(function, argv: list[str]) -> dict:
     return json.loads(buffer.getvalue().strip().splitlines()[-1])
 
 
-def bench_runs(points: str) -> list[dict]:
+def bench_runs(points: str, device: str, quick: bool) -> list[dict]:
     runs = []
-    for preset, precision, backend in itertools.product(("small", "standard"), ("fp32", "bf16", "fp16"),
-                                                        ("native", "batched")):
-        args = ["--points", points, "--preset", preset, "--precision", precision, "--device", "cuda",
-                "--backend", backend, "--warmup", "3", "--repeats", "20"]
+    presets, precisions = (("small",), ("fp32", "bf16")) if quick else (("small", "standard"), ("fp32", "bf16", "fp16"))
+    repeats = ["--warmup", "0", "--repeats", "1"] if quick else ["--warmup", "3", "--repeats", "20"]
+    for preset, precision, backend in itertools.product(presets, precisions, ("native", "batched")):
+        args = ["--points", points, "--preset", preset, "--precision", precision, "--device", device,
+                "--backend", backend, *repeats]
         result = printed_json(lambda argv: bench.run(bench.parse_args(argv)), args)
         runs.append({key: result[key] for key in ("preset", "precision", "voxels", "device", "sparse_backend")}
                     | {"ms": result["ms"]})
@@ -87,24 +91,24 @@ def syncs_per_map(points: str, voxel_size: float = 0.05) -> dict:
     return counts
 
 
-def cuda_against_cpu(points: str) -> dict:
+def device_against_cpu(points: str, device: str) -> dict:
     torch.manual_seed(0)
     scan = torch.from_numpy(read_scan(points))
     voxels = voxelize(scan[:, :3], scan, 0.3)
     net = MinkUNet(4, **MINKUNET_PRESETS["small"]).eval()
     with torch.inference_mode():
         on_cpu = net(SparseTensor(voxels.feats, voxels.coords)).feats
-        on_cuda = net.cuda()(SparseTensor(voxels.feats.cuda(), voxels.coords.cuda())).feats.cpu()
+        on_device = net.to(device)(SparseTensor(voxels.feats.to(device), voxels.coords.to(device))).feats.cpu()
     gradchecks = {}
     rng = np.random.default_rng(0)
     cells = rng.choice(6**3, 80, replace=False)
-    coords = torch.from_numpy(np.stack([np.zeros_like(cells), cells // 36, cells // 6 % 6, cells % 6], 1)).cuda()
+    coords = torch.from_numpy(np.stack([np.zeros_like(cells), cells // 36, cells // 6 % 6, cells % 6], 1)).to(device)
     for name, kernel_size, stride, transposed in (("submanifold 3", 3, 1, False), ("strided 2", 2, 2, False),
                                                   ("transposed 2", 2, 2, True)):
-        fine = SparseTensor(torch.zeros(len(coords), 1, device="cuda"), coords)
+        fine = SparseTensor(torch.zeros(len(coords), 1, device=device), coords)
         level = fine.cache.coords_at(stride) if transposed else coords
-        feats = torch.randn(len(level), 3, dtype=torch.float64, device="cuda", requires_grad=True)
-        kernel = torch.randn(kernel_size**3, 3, 2, dtype=torch.float64, device="cuda", requires_grad=True)
+        feats = torch.randn(len(level), 3, dtype=torch.float64, device=device, requires_grad=True)
+        kernel = torch.randn(kernel_size**3, 3, 2, dtype=torch.float64, device=device, requires_grad=True)
 
         def convolve(feats, kernel, level=level, kernel_size=kernel_size, stride=stride, transposed=transposed,
                      cache=fine.cache):
@@ -112,24 +116,24 @@ def cuda_against_cpu(points: str) -> dict:
             return sparse_conv3d(x, kernel, kernel_size, stride, transposed).feats
 
         gradchecks[name] = bool(torch.autograd.gradcheck(convolve, (feats, kernel), eps=1e-6, atol=1e-8))
-    return {"small network, 0.3 m: max abs difference": float(f"{(on_cuda - on_cpu).abs().max():.3g}"),
+    return {"small network, 0.3 m: max abs difference": float(f"{(on_device - on_cpu).abs().max():.3g}"),
             "output max abs": float(f"{on_cpu.abs().max():.3g}"), "float64 gradcheck": gradchecks}
 
 
-def precision_accuracy(points_path: str) -> list[dict]:
+def precision_accuracy(points_path: str, device: str, quick: bool) -> list[dict]:
     points = read_scan(points_path)
     rows = []
-    for preset in ("small", "standard"):
+    for preset in ("small",) if quick else ("small", "standard"):
         for voxel_size in (0.05, 0.3):
             torch.manual_seed(0)
             config = ModelConfig.from_preset(preset, voxel_size=voxel_size)
             net = PointSegmentationNet(config)
             vocabulary = Vocabulary(SEMANTICKITTI_CLASSES, torch.randn(len(SEMANTICKITTI_CLASSES), config.embed_dim))
-            reference = Segmenter(net, vocabulary, "cuda")
+            reference = Segmenter(net, vocabulary, device)
             prepared = reference.preprocess(points)
             probabilities = torch.softmax(reference.infer_logits(prepared), 1)[prepared.point_voxel]
-            for precision in ("bf16", "fp16"):
-                other = torch.softmax(Segmenter(net, vocabulary, "cuda", precision=precision).infer_logits(prepared),
+            for precision in ("bf16",) if quick else ("bf16", "fp16"):
+                other = torch.softmax(Segmenter(net, vocabulary, device, precision=precision).infer_logits(prepared),
                                       1)[prepared.point_voxel]
                 rows.append({"preset": preset, "voxel_size": voxel_size, "precision": precision,
                              "point_label_agreement": round((other.argmax(1) == probabilities.argmax(1))
@@ -141,19 +145,23 @@ def precision_accuracy(points_path: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=Path, required=True, help="the KITTI .bin scan")
+    parser.add_argument("--device", default="cuda", help="cuda (the point of it), or cpu for a dry run")
+    parser.add_argument("--quick", action="store_true", help="the small preset, one repeat: checks the script")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    result: dict = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0)}
+    points, device, quick = str(args.points), args.device, args.quick
+    on_cuda = torch.device(device).type == "cuda"
+    result: dict = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0) if on_cuda else device}
+    sparse_args = ["--points", points, "--device", device, "--native-only", "--repeats", "1" if quick else "9"]
+    if quick:
+        sparse_args += ["--voxel-sizes", "0.3", "--threads", "1"]
     sections = {
-        "cuda_vs_cpu": lambda: cuda_against_cpu(str(args.points)),
-        "syncs_per_map": lambda: syncs_per_map(str(args.points)),
-        "bench": lambda: bench_runs(str(args.points)),
-        "sparse": lambda: printed_json(sparse_bench.main, ["--points", str(args.points), "--device", "cuda",
-                                                             "--native-only", "--repeats", "9"]),
-        "sparse_batched": lambda: printed_json(sparse_bench.main, ["--points", str(args.points), "--device", "cuda",
-                                                                     "--native-only", "--repeats", "9",
-                                                                     "--backend", "batched"]),
-        "precision": lambda: precision_accuracy(str(args.points)),
+        "device_vs_cpu": lambda: device_against_cpu(points, device),
+        "syncs_per_map": lambda: syncs_per_map(points) if on_cuda else {"skipped": "counted on CUDA only"},
+        "bench": lambda: bench_runs(points, device, quick),
+        "sparse": lambda: printed_json(sparse_bench.main, sparse_args),
+        "sparse_batched": lambda: printed_json(sparse_bench.main, [*sparse_args, "--backend", "batched"]),
+        "precision": lambda: precision_accuracy(points, device, quick),
     }
     for name, section in sections.items():  # one failing section does not cost the others
         try:

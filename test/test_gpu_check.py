@@ -1,0 +1,29 @@
+"""The GPU check script's dry run on the CPU: every section runs and reports, so that a scarce GPU session spends
+its minutes measuring, not finding a bug in the script."""
+
+import json
+
+import numpy as np
+
+from clip_seg3d_ros.tools import gpu_check
+
+
+def test_gpu_check_dry_run_reports_every_section(tmp_path, capsys, kitti_crop):
+    path = tmp_path / "scan.npy"
+    np.save(path, kitti_crop[:8_000])
+    gpu_check.main(["--points", str(path), "--device", "cpu", "--quick"])
+    result = json.loads(capsys.readouterr().out)
+    errors = {name: section["error"] for name, section in result.items()
+              if isinstance(section, dict) and "error" in section}
+    assert errors == {}
+    assert result["device_vs_cpu"]["small network, 0.3 m: max abs difference"] == 0.0  # the CPU against itself
+    assert all(result["device_vs_cpu"]["float64 gradcheck"].values())
+    assert result["syncs_per_map"] == {"skipped": "counted on CUDA only"}
+    runs = {(run["precision"], run["sparse_backend"]) for run in result["bench"]}
+    assert runs == {(precision, backend) for precision in ("fp32", "bf16") for backend in ("native", "batched")}
+    assert all(run["ms"]["total"]["median"] > 0 for run in result["bench"])
+    for section in ("sparse", "sparse_batched"):
+        ops = result[section]["settings"]["0.3 m, 1 thread"]["ops"]
+        assert all(op["native_ms"] > 0 for op in ops.values())
+    assert result["sparse_batched"]["backend"] == "batched"
+    assert all(row["point_label_agreement"] > 0.9 for row in result["precision"])
