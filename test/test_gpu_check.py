@@ -3,14 +3,13 @@ its minutes measuring, not finding a bug in the script."""
 
 import json
 
-import numpy as np
-
 from clip_seg3d_ros.tools import gpu_check
+from clip_seg3d_ros.tools.bench import generated_sweep
 
 
-def test_gpu_check_dry_run_reports_every_section(tmp_path, capsys, kitti_crop):
-    path = tmp_path / "scan.npy"
-    np.save(path, kitti_crop[:8_000])
+def test_gpu_check_dry_run_reports_every_section(tmp_path, capsys):
+    path = tmp_path / "sweep.bin"  # a generated sweep in KITTI's format: runs where the sample data is absent too
+    generated_sweep(num_points=8_000).tofile(path)
     gpu_check.main(["--points", str(path), "--device", "cpu", "--quick"])
     result = json.loads(capsys.readouterr().out)
     errors = {name: section["error"] for name, section in result.items()
