@@ -309,8 +309,8 @@ def test_autocast_runs_the_convolution_in_its_dtype():
 
 
 def test_batched_matmuls_give_the_per_offset_convolution_and_its_gradients():
-    # The batched backend (one padded bmm per convolution in float64/float32) against the per-offset loop, for
-    # every kind of convolution: values, input and weight gradients.
+    # The batched backend (one padded bmm per convolution, float64) against the per-offset loop, for every kind
+    # of convolution: values, input and weight gradients.
     fine = random_sparse(90, 3, tensor_stride=1, seed=21)
     for kernel_size, stride, transposed in ((3, 1, False), (2, 2, False), (2, 2, True), (3, 2, False)):
         results = []

@@ -227,21 +227,21 @@ def grid_submanifold_map(coords: torch.Tensor, kernel_size: int, stride: int, ma
     k, r = kernel_size, kernel_size // 2
     if len(coords) == 0:
         return None
-    cells = torch.div(coords, torch.tensor([1, stride, stride, stride], device=coords.device), rounding_mode="floor")
+    cells = torch.div(coords, _on_device([1, stride, stride, stride], coords.device), rounding_mode="floor")
     low, high = torch.aminmax(cells, dim=0)
     low, high = low.tolist(), high.tolist()
     low[1:] = [value - r for value in low[1:]]  # no padding across batch items: no offset goes there
     extent = [high[0] + 1 - low[0]] + [value + r + 1 - start for value, start in zip(high[1:], low[1:], strict=True)]
     if extent[0] * extent[1] * extent[2] * extent[3] > max_cells:
         return None
-    cells -= torch.tensor(low, device=coords.device)
+    cells -= _on_device(low, coords.device)
     cell = ((cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]) * extent[3] + cells[:, 3]
     n = len(coords)
     table = torch.full((extent[0] * extent[1] * extent[2] * extent[3],), -1, dtype=torch.int32, device=coords.device)
     table.index_put_((cell,), torch.arange(n, dtype=torch.int32, device=coords.device))
     half = k**3 // 2  # the offsets before the centre; the ones after it are their opposites
     steps = [(dx * extent[2] + dy) * extent[3] + dz for dx, dy, dz in _kernel_offset_list(k)[:half]]
-    neighbours = torch.tensor(steps, device=coords.device).unsqueeze(1) + cell.unsqueeze(0)
+    neighbours = _on_device(steps, coords.device).unsqueeze(1) + cell.unsqueeze(0)
     rows_in, rows_out, counts = _found_pairs(torch.index_select(table, 0, neighbours.view(-1)).view(half, n))
     rows_in = rows_in.long()
     return KernelMap(rows_in=torch.cat([rows_in, rows_out]), rows_out=torch.cat([rows_out, rows_in]),
