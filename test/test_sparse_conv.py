@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, Workspace, kernel_offsets, sparse_conv3d
+import clip_seg3d_ros.sparse.conv as conv_module
 from clip_seg3d_ros.sparse.conv import batched_products, gather_matmul_scatter
 from clip_seg3d_ros.sparse.coords import CoordinateIndex, downsample_coords, hash_coords, unhash_coords
 from clip_seg3d_ros.sparse.kernel_map import downsampling_map, grid_submanifold_map, searched_map, submanifold_map
@@ -354,3 +355,43 @@ def test_batched_bf16_takes_the_grouped_gemm_and_agrees_with_float32():
         autocast = sparse_conv3d(SparseTensor(feats, x.coords, 1, CoordinateCache(backend="batched")), kernel, 3)
     assert autocast.feats.dtype == torch.bfloat16
     torch.testing.assert_close(autocast.feats.float(), grouped.float())
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
+def test_onednn_matmuls_give_the_float64_convolution_and_its_gradients(monkeypatch):
+    # Every CPU float32 matmul forced onto oneDNN, in blocks of 4 rows (so that a product spans several calls and
+    # the identity offset accumulates block by block), against the same convolutions in float64.
+    monkeypatch.setattr(conv_module, "ONEDNN_MIN_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(conv_module, "ONEDNN_BYTES_PER_CALL", 4 * 4 * 6)
+    fine = random_sparse(90, 5, tensor_stride=1, seed=31)
+    for kernel_size, stride, transposed in ((3, 1, False), (2, 2, False), (2, 2, True)):
+        results = {}
+        for dtype in (torch.float64, torch.float32):
+            cache = CoordinateCache()
+            level = SparseTensor(fine.feats.detach().to(dtype).requires_grad_(), fine.coords, 1, cache)
+            if transposed:
+                coarse = torch.randn(len(cache.coords_at(2)), 5, dtype=torch.float64,
+                                     generator=torch.Generator().manual_seed(3))
+                level = SparseTensor(coarse.to(dtype).requires_grad_(), cache.coords_at(2), 2, cache)
+            kernel = random_kernel(kernel_size, stride, 5, 6, seed=kernel_size).detach().to(dtype).requires_grad_()
+            with torch.profiler.profile() as profiler:
+                out = sparse_conv3d(level, kernel, kernel_size, stride, transposed).feats
+                grads = torch.autograd.grad(out.pow(2).sum(), [level.feats, kernel])
+            onednn_calls = sum(event.count for event in profiler.key_averages()
+                               if event.key == "mkldnn::_linear_pointwise")
+            results[dtype] = (out, *grads, onednn_calls)
+        segments = len(cache.kernel_map(1, stride, kernel_size).segments)
+        *expected, float64_calls = results[torch.float64]
+        *actual, float32_calls = results[torch.float32]
+        assert float64_calls == 0 and float32_calls > 2 * segments  # forward and input gradient, in blocks
+        for value, reference in zip(actual, expected, strict=True):
+            torch.testing.assert_close(value.double(), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_takes_only_cpu_float32_matmuls_big_enough_to_pay_for_its_call():
+    one_thread_rows = conv_module.onednn_min_rows(torch.zeros(1), 64, 64) / torch.get_num_threads()
+    assert one_thread_rows == conv_module.ONEDNN_MIN_MULTIPLY_ADDS / (64 * 64)
+    narrow = conv_module.onednn_min_rows(torch.zeros(1), 16, 64) / torch.get_num_threads()
+    assert narrow == 2 * conv_module.ONEDNN_MIN_MULTIPLY_ADDS / (16 * 64)  # 16 channels pay later
+    assert conv_module.onednn_min_rows(torch.zeros(1, dtype=torch.float64), 64, 64) == float("inf")
+    assert conv_module.onednn_min_rows(torch.zeros(1, dtype=torch.bfloat16), 64, 64) == float("inf")
