@@ -7,11 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, Workspace, kernel_offsets, sparse_conv3d
 import clip_seg3d_ros.sparse.conv as conv_module
+from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, Workspace, kernel_offsets, sparse_conv3d
 from clip_seg3d_ros.sparse.conv import batched_products, gather_matmul_scatter
 from clip_seg3d_ros.sparse.coords import CoordinateIndex, downsample_coords, hash_coords, unhash_coords
-from clip_seg3d_ros.sparse.kernel_map import downsampling_map, grid_submanifold_map, searched_map, submanifold_map
+from clip_seg3d_ros.sparse.kernel_map import (
+    LevelBox,
+    downsampling_map,
+    grid_submanifold_map,
+    searched_map,
+    submanifold_map,
+)
 
 GRID = 7  # dense grid cells per axis
 BATCH = 2
@@ -195,10 +201,24 @@ def test_submanifold_map_equals_the_searched_map(kernel_size, tensor_stride):
     x = random_sparse(200, 1, tensor_stride, seed=kernel_size + tensor_stride)
     coords = x.coords - 3 * tensor_stride
     index = CoordinateIndex(coords)
-    fast = submanifold_map(index, kernel_size, tensor_stride)
     searched = searched_map(index, len(coords), coords, kernel_size, tensor_stride)
-    assert pair_sets(fast, kernel_size**3) == pair_sets(searched, kernel_size**3)
-    assert sum(end - start for _, start, end in fast.segments) == fast.rows_in.numel()
+    box = LevelBox(coords, tensor_stride, kernel_size // 2)
+    for fast in (submanifold_map(index, kernel_size, tensor_stride),  # the 64-bit hash keys searched
+                 submanifold_map(index, kernel_size, tensor_stride, box)):  # the box's 32-bit cell numbers
+        assert pair_sets(fast, kernel_size**3) == pair_sets(searched, kernel_size**3)
+        assert sum(end - start for _, start, end in fast.segments) == fast.rows_in.numel()
+
+
+def test_level_box_cells_are_unique_in_key_order_and_a_step_moves_by_cells():
+    x = random_sparse(200, 1, 2, seed=12)
+    coords = x.coords - 6  # negative coordinates too
+    box = LevelBox(coords, stride=2, radius=1)
+    assert box.extent == [BATCH] + [GRID + 2] * 3 and box.volume == BATCH * (GRID + 2) ** 3
+    order = torch.argsort(hash_coords(coords))
+    assert bool((box.cells[order][1:] > box.cells[order][:-1]).all())  # key order, no two voxels share a cell
+    moved = coords + torch.tensor([0, 2, -2, 4])  # (1, -1, 2) cells
+    both = LevelBox(torch.cat([coords, moved]), 2, 1)
+    assert torch.equal(both.cells[len(coords):], both.cells[:len(coords)] + both.step(1, -1, 2))
 
 
 @pytest.mark.parametrize("kernel_size", [3, 5])
@@ -206,33 +226,32 @@ def test_submanifold_map_equals_the_searched_map(kernel_size, tensor_stride):
 def test_grid_submanifold_map_equals_the_searched_map(kernel_size, tensor_stride):
     x = random_sparse(200, 1, tensor_stride, seed=10 + kernel_size + tensor_stride)
     coords = x.coords - 3 * tensor_stride
-    grid = grid_submanifold_map(coords, kernel_size, tensor_stride, max_cells=10**6)
+    grid = grid_submanifold_map(LevelBox(coords, tensor_stride, kernel_size // 2), kernel_size)
     searched = searched_map(CoordinateIndex(coords), len(coords), coords, kernel_size, tensor_stride)
     assert pair_sets(grid, kernel_size**3) == pair_sets(searched, kernel_size**3)
-    # Over its budget (two batch items of a 7^3 box padded by the radius) it declines.
-    padded = BATCH * (GRID + 2 * (kernel_size // 2)) ** 3
-    assert grid_submanifold_map(coords, kernel_size, tensor_stride, max_cells=padded - 1) is None
-    assert grid_submanifold_map(coords, kernel_size, tensor_stride, max_cells=padded) is not None
 
 
 def test_a_cpu_cache_takes_the_grid_only_for_a_small_box(monkeypatch):
     from clip_seg3d_ros.sparse import tensor
 
-    grid_results = []
+    built = []
 
-    def recorded(*args, **kwargs):
-        grid_results.append(grid_submanifold_map(*args, **kwargs))
-        return grid_results[-1]
+    def recording(name, builder):
+        def recorded(*args, **kwargs):
+            built.append((name, builder(*args, **kwargs)))
+            return built[-1][1]
+        return recorded
 
-    monkeypatch.setattr(tensor, "grid_submanifold_map", recorded)
+    for name in ("grid_submanifold_map", "submanifold_map"):
+        monkeypatch.setattr(tensor, name, recording(name, getattr(tensor, name)))
     x = random_sparse(200, 1, 1, seed=3)
-    assert x.cache.kernel_map(1, 1, 3) is grid_results[0]  # 2 x 9^3 cells for 200 voxels
+    assert x.cache.kernel_map(1, 1, 3) is built[0][1] and built[0][0] == "grid_submanifold_map"  # 2 x 9^3 cells
     far = x.coords.clone()
     far[0, 1:] = 5000  # one voxel far away: millions of cells per voxel, the column search serves
     y = SparseTensor(x.feats, far)
     expected = searched_map(CoordinateIndex(far), len(far), far, 3, 1)
     assert pair_sets(y.cache.kernel_map(1, 1, 3), 27) == pair_sets(expected, 27)
-    assert grid_results[1] is None
+    assert [name for name, _ in built] == ["grid_submanifold_map", "submanifold_map"]
 
 
 @pytest.mark.parametrize("kind", ["submanifold", "grid", "downsampling", "transposed", "searched"])
@@ -243,7 +262,7 @@ def test_pairs_by_output_are_a_stable_sort_of_the_output_rows(kind):
     coarse, parent = downsample_coords(coords, 2)
     kernel_map = {
         "submanifold": lambda: submanifold_map(CoordinateIndex(coords), 3, 1),
-        "grid": lambda: grid_submanifold_map(coords, 3, 1, max_cells=10**6),
+        "grid": lambda: grid_submanifold_map(LevelBox(coords, 1, 1), 3),
         "downsampling": lambda: downsampling_map(coords, 1, parent, len(coarse)),
         "transposed": lambda: searched_map(CoordinateIndex(coords), len(coords), coarse, 2, 1).transposed(),
         "searched": lambda: searched_map(CoordinateIndex(coords), len(coords), coords, 3, 1),

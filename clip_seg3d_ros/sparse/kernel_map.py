@@ -8,7 +8,8 @@ Three ways to build one, from cheapest to most general:
 - a submanifold map (same voxels in and out, odd kernel): the kernel is point-symmetric, so half of the
   offsets are looked up and the other half are the same pairs swapped; and a column of offsets (dx, dy, all
   dz) is found with one binary search (see :func:`submanifold_map`): 4 searches per voxel for 3x3x3, not 27.
-  On the CPU a level whose bounding box is small (the coarse levels of a sweep) is instead looked up in a
+  On the CPU the keys searched are the cell numbers of the level's bounding box (:class:`LevelBox`) when
+  they fit 32 bits, and a level whose box is small (the coarse levels of a sweep) is instead looked up in a
   dense grid of its box (:func:`grid_submanifold_map`), with the same symmetry;
 - any other map: every offset looked up in the sorted hash keys of the input voxels.
 
@@ -20,6 +21,7 @@ convolution, its transposed twin and both backwards.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -170,45 +172,80 @@ def searched_map(in_index: CoordinateIndex, num_inputs: int, out_coords: torch.T
     return KernelMap(rows_in, rows_out, list(range(len(offset_keys))), _starts(counts), num_inputs, len(out_coords))
 
 
-def submanifold_map(index: CoordinateIndex, kernel_size: int, stride: int) -> KernelMap:
+class LevelBox:
+    """The bounding box of one level's voxels in cells of its stride, padded by ``radius`` cells on every spatial
+    side so that no neighbour within the radius leaves the box or wraps into the next row; ``cells`` numbers
+    each voxel's cell row-major over [batch, x, y, z]. Cell numbers grow in the hash keys' order (batch, x, y,
+    z): key-sorted coordinates have sorted cells. Finding the box reads it back: meant for the CPU."""
+
+    def __init__(self, coords: torch.Tensor, stride: int, radius: int) -> None:
+        low, high = (corner.tolist() for corner in torch.aminmax(coords, dim=0))
+        # Coordinates are multiples of the stride: dividing the corners is exact.
+        self.low = [low[0]] + [value // stride - radius for value in low[1:]]
+        high = [high[0]] + [value // stride + radius for value in high[1:]]
+        self.extent = [top + 1 - bottom for top, bottom in zip(high, self.low, strict=True)]
+        self.volume = math.prod(self.extent)
+        self._coords, self._stride = coords, stride
+
+    @functools.cached_property
+    def cells(self) -> torch.Tensor:
+        device, stride = self._coords.device, self._stride
+        grid = torch.div(self._coords, _on_device([1, stride, stride, stride], device), rounding_mode="floor")
+        grid -= _on_device(self.low, device)
+        extent = self.extent
+        return ((grid[:, 0] * extent[1] + grid[:, 1]) * extent[2] + grid[:, 2]) * extent[3] + grid[:, 3]
+
+    def step(self, dx: int, dy: int, dz: int) -> int:
+        """Cell-number increment of a move by (dx, dy, dz) cells."""
+        return (dx * self.extent[2] + dy) * self.extent[3] + dz
+
+
+def submanifold_map(index: CoordinateIndex, kernel_size: int, stride: int, box: LevelBox | None = None) -> KernelMap:
     """The map of an odd kernel from the voxel set ``index`` holds (coordinates multiples of ``stride``) to itself.
 
     Two savings over searching every offset. Symmetry: offsets ``k`` and ``K - 1 - k`` are opposite (see
     :func:`kernel_offsets`), so the pairs of one half are those of the other with input and output swapped,
-    and the centre is the identity. Columns: z fills the lowest bits of a key, so the ``kernel_size`` offsets
-    (dx, dy, dz) of one column (dx, dy) have consecutive keys at this stride, and the voxels among them are
-    the sorted keys right after one binary search for the column's first. So half of the (dx, dy) columns
-    are searched, and the centre column's dz < 0 are the sorted keys just before each voxel's own: 4 binary
-    searches per voxel for a 3x3x3 kernel instead of 27.
+    and the centre is the identity. Columns: z is the lowest digit of a key, so the ``kernel_size`` offsets
+    (dx, dy, dz) of one column (dx, dy) have consecutive keys, and the voxels among them are the sorted keys
+    right after one binary search for the column's first. So half of the (dx, dy) columns are searched, and
+    the centre column's dz < 0 are the sorted keys just before each voxel's own: 4 binary searches per voxel
+    for a 3x3x3 kernel instead of 27. The keys searched are the 64-bit hash keys, or with ``box`` (the level's
+    :class:`LevelBox`, padded by the kernel radius) its cell numbers as 32-bit keys where the box has fewer
+    than 2^31 cells: measured on the KITTI scan, the binary searches 2.7x faster.
     """
     k, r = kernel_size, kernel_size // 2
-    keys = index.sorted_keys  # looked up in sorted order; row = index.rows(position)
+    if box is not None and box.volume < 2**31:
+        keys = (box.cells if index.order is None else box.cells[index.order]).int()
+        step = box.step
+    else:  # looked up in sorted order; row = index.rows(position)
+        keys = index.sorted_keys
+        step = functools.partial(_strided_offset_key, stride)
     n = len(keys)
     last = max(n - 1, 0)
     columns = range((k * k - 1) // 2)  # the (dx, dy) before the centre column, in offset order
-    column_keys = [offset_key((c % k - r) * stride, (c // k - r) * stride, -r * stride) for c in columns]
-    bases = _on_device(column_keys, keys.device).unsqueeze(1) + keys.unsqueeze(0)  # (columns, n): dz = -r
+    column_keys = [step(c % k - r, c // k - r, -r) for c in columns]
+    bases = _on_device(column_keys, keys.device, keys.dtype).unsqueeze(1) + keys.unsqueeze(0)  # (columns, n)
     first = torch.searchsorted(keys, bases, out_int32=True)
     candidates = [(first + m).clamp_(max=last) for m in range(k)]
-    candidate_keys = [keys[candidate] for candidate in candidates]
+    candidate_keys = [keys.index_select(0, candidate.view(-1)).view_as(candidate) for candidate in candidates]
     positions, looked_up = [], []  # (n,) sorted position of each offset's voxel, -1 where none
     for j in range(k):
         # The voxels of the column below dz = j - r take the candidates before it: it is one of the first j + 1.
-        target = bases + j * stride
+        target = bases + step(0, 0, j)
         found = torch.full_like(first, -1)
         for m in range(j + 1):
             found = torch.where(candidate_keys[m] == target, candidates[m], found)
-        positions += list(found)
+        positions.append(found)
         looked_up += [j * k * k + c for c in range(len(columns))]
     own = torch.arange(n, dtype=torch.int32, device=keys.device)
     for d in range(1, r + 1):  # centre column, dz = -d: one of the d sorted keys before the voxel's own
         found = torch.full_like(own, -1)
         for back in range(1, d + 1):
             candidate = (own - back).clamp_(min=0)
-            found = torch.where(keys[candidate] == keys - d * stride, candidate, found)
-        positions.append(found)
+            found = torch.where(keys.index_select(0, candidate) == keys - step(0, 0, d), candidate, found)
+        positions.append(found.unsqueeze(0))
         looked_up.append((r - d) * k * k + len(columns))
-    found_in, found_out, counts = _found_pairs(torch.stack(positions))
+    found_in, found_out, counts = _found_pairs(torch.cat(positions))
     rows_in, rows_out = index.rows(found_in), index.rows(found_out)
     volume = k**3
     return KernelMap(rows_in=torch.cat([rows_in, rows_out]), rows_out=torch.cat([rows_out, rows_in]),
@@ -216,32 +253,24 @@ def submanifold_map(index: CoordinateIndex, kernel_size: int, stride: int) -> Ke
                      num_inputs=n, num_outputs=n, identity_offset=volume // 2)
 
 
-def grid_submanifold_map(coords: torch.Tensor, kernel_size: int, stride: int, max_cells: int) -> KernelMap | None:
-    """The map of :func:`submanifold_map` by a dense grid lookup, or None when the grid would exceed ``max_cells``.
+def _strided_offset_key(stride: int, dx: int, dy: int, dz: int) -> int:
+    return offset_key(dx * stride, dy * stride, dz * stride)
 
-    For the coarse levels of a sweep, whose bounding box is a few cells per voxel: a table over the box (padded
-    by the kernel radius, so that no neighbour falls outside it or wraps into the next row) holds each voxel's
-    row, and each offset is one gather from it. A dozen array operations instead of the column searches, whose
-    fixed cost dominates below a few thousand voxels. It reads the box size back, so it is meant for the CPU.
+
+def grid_submanifold_map(box: LevelBox, kernel_size: int) -> KernelMap:
+    """The map of :func:`submanifold_map` by a dense grid lookup over ``box`` (padded by the kernel radius).
+
+    For the coarse levels of a sweep, whose bounding box is a few cells per voxel: a table over the box holds
+    each voxel's row, and each offset is one gather from it. A dozen array operations instead of the column
+    searches, whose fixed cost dominates below a few thousand voxels.
     """
-    k, r = kernel_size, kernel_size // 2
-    if len(coords) == 0:
-        return None
-    cells = torch.div(coords, _on_device([1, stride, stride, stride], coords.device), rounding_mode="floor")
-    low, high = torch.aminmax(cells, dim=0)
-    low, high = low.tolist(), high.tolist()
-    low[1:] = [value - r for value in low[1:]]  # no padding across batch items: no offset goes there
-    extent = [high[0] + 1 - low[0]] + [value + r + 1 - start for value, start in zip(high[1:], low[1:], strict=True)]
-    if extent[0] * extent[1] * extent[2] * extent[3] > max_cells:
-        return None
-    cells -= _on_device(low, coords.device)
-    cell = ((cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]) * extent[3] + cells[:, 3]
-    n = len(coords)
-    table = torch.full((extent[0] * extent[1] * extent[2] * extent[3],), -1, dtype=torch.int32, device=coords.device)
-    table.index_put_((cell,), torch.arange(n, dtype=torch.int32, device=coords.device))
+    k = kernel_size
+    cell, n = box.cells, len(box.cells)
+    table = torch.full((box.volume,), -1, dtype=torch.int32, device=cell.device)
+    table.index_put_((cell,), torch.arange(n, dtype=torch.int32, device=cell.device))
     half = k**3 // 2  # the offsets before the centre; the ones after it are their opposites
-    steps = [(dx * extent[2] + dy) * extent[3] + dz for dx, dy, dz in _kernel_offset_list(k)[:half]]
-    neighbours = _on_device(steps, coords.device).unsqueeze(1) + cell.unsqueeze(0)
+    steps = [box.step(dx, dy, dz) for dx, dy, dz in _kernel_offset_list(k)[:half]]
+    neighbours = _on_device(steps, cell.device).unsqueeze(1) + cell.unsqueeze(0)
     rows_in, rows_out, counts = _found_pairs(torch.index_select(table, 0, neighbours.view(-1)).view(half, n))
     rows_in = rows_in.long()
     return KernelMap(rows_in=torch.cat([rows_in, rows_out]), rows_out=torch.cat([rows_out, rows_in]),

@@ -10,6 +10,7 @@ import torch
 from clip_seg3d_ros.sparse.coords import CoordinateIndex, check_coordinate_range, downsample_coords
 from clip_seg3d_ros.sparse.kernel_map import (
     KernelMap,
+    LevelBox,
     downsampling_map,
     grid_submanifold_map,
     searched_map,
@@ -94,13 +95,13 @@ class CoordinateCache:
             out_coords = self.coords_at(out_stride)
             if in_stride == out_stride and kernel_size % 2 == 1:
                 coords = self.coords[in_stride]
-                kernel_map = None
-                if coords.device.type == "cpu":  # the grid's size is read back: free on the CPU only
-                    kernel_map = grid_submanifold_map(coords, kernel_size, in_stride,
-                                                      max_cells=min(GRID_CELLS_PER_VOXEL * len(coords),
-                                                                    GRID_MAX_CELLS))
-                if kernel_map is None:
-                    kernel_map = submanifold_map(self.index(in_stride), kernel_size, in_stride)
+                box = None
+                if coords.device.type == "cpu" and len(coords):  # the box's size is read back: free on the CPU
+                    box = LevelBox(coords, in_stride, radius=kernel_size // 2)
+                if box is not None and box.volume <= min(GRID_CELLS_PER_VOXEL * len(coords), GRID_MAX_CELLS):
+                    kernel_map = grid_submanifold_map(box, kernel_size)
+                else:
+                    kernel_map = submanifold_map(self.index(in_stride), kernel_size, in_stride, box)
             elif out_stride == 2 * in_stride and kernel_size == 2 and (in_stride, out_stride) in self.parents:
                 kernel_map = downsampling_map(self.coords[in_stride], in_stride, self.parents[in_stride, out_stride],
                                               len(out_coords))
