@@ -1,0 +1,132 @@
+"""Training-step time, peak memory and loss curve of the MinkUNet with CPU matmuls on oneDNN against MKL only.
+
+    python -m clip_seg3d_ros.tools.train_step_bench                      # a generated 120,000-point sweep
+    python -m clip_seg3d_ros.tools.train_step_bench --points 000000.bin  # a KITTI .bin scan
+
+Two copies of the same randomly initialised network (``--preset``, ``--seed``) train side by side on the
+sweep's voxels: a step is forward (with a linear head), cross-entropy against fixed random voxel labels, backward and SGD. One copy
+runs the engine as shipped (float32 matmuls big enough go to oneDNN, see
+:data:`clip_seg3d_ros.sparse.conv.ONEDNN_MIN_MULTIPLY_ADDS`), the other with every matmul on MKL (``mm``),
+their steps interleaved so that both see the same machine load. Per engine: the median step time, the peak
+memory growth of a step (the process's high-water mark VmHWM, reset before each step through
+``/proc/self/clear_refs``; null where that is unavailable), and the loss of every step; and the largest
+difference between the two loss curves. Prints one JSON object. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from clip_seg3d_ros.datasets.scan_file import read_scan
+from clip_seg3d_ros.models import MINKUNET_PRESETS, MinkUNet
+from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor
+from clip_seg3d_ros.sparse import conv as sparse_conv
+from clip_seg3d_ros.tools.bench import device_description, generated_sweep
+from clip_seg3d_ros.voxelize import voxelize
+
+ENGINES = {"onednn": sparse_conv.ONEDNN_MIN_MULTIPLY_ADDS, "mkl": math.inf}
+NUM_CLASSES = 20
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_memory() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def measure(points: torch.Tensor, voxel_size: float, preset: str, steps: int, seed: int) -> dict:
+    voxels = voxelize(points[:, :3], points, voxel_size)
+    labels = torch.randint(NUM_CLASSES, (len(voxels.coords),), generator=torch.Generator().manual_seed(seed))
+    nets, optimizers = {}, {}
+    for engine in ENGINES:
+        torch.manual_seed(seed)
+        backbone = MinkUNet(voxels.feats.shape[1], **MINKUNET_PRESETS[preset])
+        nets[engine] = torch.nn.ModuleDict({"backbone": backbone,
+                                            "head": torch.nn.Linear(backbone.out_channels, NUM_CLASSES)})
+        optimizers[engine] = torch.optim.SGD(nets[engine].parameters(), lr=0.01, momentum=0.9)
+    times = {engine: [] for engine in ENGINES}
+    peaks = {engine: [] for engine in ENGINES}
+    losses = {engine: [] for engine in ENGINES}
+    try:
+        for _ in range(steps):
+            for engine, threshold in ENGINES.items():
+                sparse_conv.ONEDNN_MIN_MULTIPLY_ADDS = threshold
+                resettable = _reset_peak_memory()
+                rss_before = _status_kib("VmRSS")
+                start = time.perf_counter()
+                x = SparseTensor(feats=voxels.feats, coords=voxels.coords, cache=CoordinateCache())
+                net = nets[engine]
+                loss = F.cross_entropy(net["head"](net["backbone"](x).feats), labels)
+                optimizers[engine].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[engine].step()
+                times[engine].append(time.perf_counter() - start)
+                high_water = _status_kib("VmHWM")
+                if resettable and rss_before is not None and high_water is not None:
+                    peaks[engine].append((high_water - rss_before) / 1024)
+                losses[engine].append(loss.item())
+    finally:
+        sparse_conv.ONEDNN_MIN_MULTIPLY_ADDS = ENGINES["onednn"]
+    first, second = ENGINES
+    return {
+        "voxels": len(voxels.coords),
+        "engines": {engine: {
+            # The first step builds the workspace and warms the allocator: left out of the time and memory.
+            "step_ms_median": round(statistics.median(times[engine][1:]) * 1e3, 1),
+            "step_ms_range": [round(min(times[engine][1:]) * 1e3, 1), round(max(times[engine][1:]) * 1e3, 1)],
+            "peak_memory_growth_mib": round(statistics.median(peaks[engine][1:]), 1) if peaks[engine] else None,
+            "losses": losses[engine],
+        } for engine in ENGINES},
+        "loss_curve_max_abs_difference": max(abs(a - b) for a, b in zip(losses[first], losses[second],
+                                                                         strict=True)),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=Path, help="KITTI .bin scan (default: a generated 120,000-point sweep)")
+    parser.add_argument("--voxel-size", type=float, default=0.3)
+    parser.add_argument("--preset", choices=sorted(MINKUNET_PRESETS), default="small")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.steps < 2:
+        parser.error("--steps must be at least 2 (the first is a warm-up)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    points = torch.from_numpy(read_scan(args.points) if args.points else generated_sweep())
+    description = device_description(torch.device("cpu"))
+    torch.set_num_threads(args.threads)
+    result = measure(points, args.voxel_size, args.preset, args.steps, args.seed)
+    print(json.dumps({"device": description, "threads": args.threads, "torch": torch.__version__,
+                      "source": str(args.points) if args.points else "generated sweep, seed 0",
+                      "voxel_size": args.voxel_size, "preset": args.preset, **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
