@@ -16,7 +16,7 @@ def test_both_engines_train_alike_and_the_shipped_threshold_is_restored(tmp_path
     shipped = conv.ONEDNN_MIN_MULTIPLY_ADDS
     train_step_bench.main(["--points", str(path), "--voxel-size", "0.4", "--steps", "3"])
     result = json.loads(capsys.readouterr().out)
-    assert conv.ONEDNN_MIN_MULTIPLY_ADDS == shipped
+    assert shipped == conv.ONEDNN_MIN_MULTIPLY_ADDS
     engines = result["engines"]
     assert set(engines) == {"onednn", "mkl"}
     for engine in engines.values():
