@@ -3,9 +3,9 @@
     python -m clip_seg3d_ros.tools.train_step_bench                      # a generated 120,000-point sweep
     python -m clip_seg3d_ros.tools.train_step_bench --points 000000.bin  # a KITTI .bin scan
 
-Two copies of the same randomly initialised network (``--preset``, ``--seed``) train side by side on the
-sweep's voxels: a step is forward (with a linear head), cross-entropy against fixed random voxel labels, backward and SGD. One copy
-runs the engine as shipped (float32 matmuls big enough go to oneDNN, see
+Two copies of the same randomly initialised network (``--preset``, ``--seed``, with a linear head) train side
+by side on the sweep's voxels: a step is forward, cross-entropy against fixed random voxel labels, backward and
+SGD. One copy runs the engine as shipped (float32 matmuls big enough go to oneDNN, see
 :data:`clip_seg3d_ros.sparse.conv.ONEDNN_MIN_MULTIPLY_ADDS`), the other with every matmul on MKL (``mm``),
 their steps interleaved so that both see the same machine load. Per engine: the median step time, the peak
 memory growth of a step (the process's high-water mark VmHWM, reset before each step through
