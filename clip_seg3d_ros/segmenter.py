@@ -185,5 +185,6 @@ class Segmenter:
         dtype = PRECISIONS[self.precision]
         autocast = contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
         with autocast:
-            features = self.model(prepared.sparse)
-        return self.classifier(features.float()).float()
+            hidden = self.model.backbone(prepared.sparse).feats
+        # The projection folded into the classifier: the same logits without the (V, 512) features.
+        return self.classifier.forward_projected(hidden, self.model.projection)

@@ -90,3 +90,30 @@ def test_classifier_logits_follow_the_formula(small_model):
     cosine = (features / features.norm(dim=1, keepdim=True)) @ (text / text.norm(dim=1, keepdim=True)).T
     expected = (cosine - 0.3 * torch.tensor([1.0, 1, 1, 0, 0], dtype=torch.float64)) / 0.05
     torch.testing.assert_close(classifier(features), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_the_projection_folded_into_the_classifier_gives_its_logits(small_model, with_bias):
+    _, vocabulary = small_model
+    classifier = TextClassifier(vocabulary, temperature=0.05, calibration_bias=0.3)
+    generator = torch.Generator().manual_seed(4)
+    projection = torch.nn.Linear(32, vocabulary.embed_dim, bias=with_bias)
+    with torch.no_grad():
+        projection.weight.copy_(torch.randn(projection.weight.shape, generator=generator))
+        if with_bias:  # a bias as large as the rest: the norm of f is not the norm of hidden @ W.T
+            projection.bias.copy_(5 * torch.randn(vocabulary.embed_dim, generator=generator))
+    hidden = torch.randn(300, 32, generator=generator)
+    hidden[0] = 0  # the bias alone (or, without one, a zero feature: F.normalize's eps)
+    bias = projection.bias.double() if with_bias else None
+    expected = classifier(torch.nn.functional.linear(hidden.double(), projection.weight.double(), bias))
+    folded = classifier.forward_projected(hidden, projection)
+    assert folded.dtype == torch.float32
+    torch.testing.assert_close(folded.double(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_inference_logits_are_the_classifier_of_the_networks_features(segmenter, kitti_crop):
+    prepared = segmenter.preprocess(kitti_crop)
+    with torch.inference_mode():
+        expected = segmenter.classifier(segmenter.model(prepared.sparse))
+    logits = segmenter.infer_logits(prepared)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-4)
