@@ -382,6 +382,7 @@ def test_onednn_matmuls_give_the_float64_convolution_and_its_gradients(monkeypat
     # the identity offset accumulates block by block), against the same convolutions in float64.
     monkeypatch.setattr(conv_module, "ONEDNN_MIN_MULTIPLY_ADDS", 0)
     monkeypatch.setattr(conv_module, "ONEDNN_BYTES_PER_CALL", 4 * 4 * 6)
+    monkeypatch.setattr(conv_module, "onednn_beats_mkl", lambda: True)  # whatever this CPU measured
     fine = random_sparse(90, 5, tensor_stride=1, seed=31)
     for kernel_size, stride, transposed in ((3, 1, False), (2, 2, False), (2, 2, True)):
         results = {}
@@ -407,10 +408,21 @@ def test_onednn_matmuls_give_the_float64_convolution_and_its_gradients(monkeypat
             torch.testing.assert_close(value.double(), reference, rtol=1e-5, atol=1e-5)
 
 
-def test_onednn_takes_only_cpu_float32_matmuls_big_enough_to_pay_for_its_call():
+def test_onednn_takes_only_cpu_float32_matmuls_big_enough_to_pay_for_its_call(monkeypatch):
+    monkeypatch.setattr(conv_module, "onednn_beats_mkl", lambda: True)
     one_thread_rows = conv_module.onednn_min_rows(torch.zeros(1), 64, 64) / torch.get_num_threads()
     assert one_thread_rows == conv_module.ONEDNN_MIN_MULTIPLY_ADDS / (64 * 64)
     narrow = conv_module.onednn_min_rows(torch.zeros(1), 16, 64) / torch.get_num_threads()
     assert narrow == 2 * conv_module.ONEDNN_MIN_MULTIPLY_ADDS / (16 * 64)  # 16 channels pay later
     assert conv_module.onednn_min_rows(torch.zeros(1, dtype=torch.float64), 64, 64) == float("inf")
     assert conv_module.onednn_min_rows(torch.zeros(1, dtype=torch.bfloat16), 64, 64) == float("inf")
+    monkeypatch.setattr(conv_module, "onednn_beats_mkl", lambda: False)  # a CPU where MKL is as fast
+    assert conv_module.onednn_min_rows(torch.zeros(1), 64, 64) == float("inf")
+
+
+def test_the_onednn_probe_is_measured_once_and_leaves_no_autograd_state():
+    conv_module.onednn_beats_mkl.cache_clear()
+    with torch.inference_mode():  # first called inside a labelled sweep: its buffers stay usable
+        first = conv_module.onednn_beats_mkl()
+    assert isinstance(first, bool) and conv_module.onednn_beats_mkl() is first
+    assert conv_module.onednn_beats_mkl.cache_info().misses == 1
