@@ -38,6 +38,7 @@ from clip_seg3d_ros.runtime.processor import STAGES, SweepProcessor
 from clip_seg3d_ros.runtime.settings import default_threads
 from clip_seg3d_ros.segmenter import PRECISIONS, Segmenter
 from clip_seg3d_ros.sparse.backend import BACKENDS
+from clip_seg3d_ros.sparse.conv import onednn_beats_mkl
 from clip_seg3d_ros.vocabulary import Vocabulary
 
 
@@ -165,6 +166,8 @@ def run(args: argparse.Namespace) -> dict:
         "device": device_description(device),
         "torch": torch.__version__,
         "sparse_backend": segmenter.sparse_backend,
+        # CPU float32 matmuls of the native engine on oneDNN (where a probe found it faster than MKL) or not.
+        "onednn_matmuls": device.type == "cpu" and onednn_beats_mkl(),
         "precision": segmenter.precision,
         "threads": torch.get_num_threads(),
         "preset": preset,
