@@ -180,7 +180,8 @@ class LevelBox:
 
     def __init__(self, coords: torch.Tensor, stride: int, radius: int) -> None:
         low, high = (corner.tolist() for corner in torch.aminmax(coords, dim=0))
-        # Coordinates are multiples of the stride: dividing the corners is exact.
+        # Coordinates are multiples of the stride: dividing the corners is exact. No padding across batch items:
+        # no offset goes there.
         self.low = [low[0]] + [value // stride - radius for value in low[1:]]
         high = [high[0]] + [value // stride + radius for value in high[1:]]
         self.extent = [top + 1 - bottom for top, bottom in zip(high, self.low, strict=True)]
@@ -211,7 +212,8 @@ def submanifold_map(index: CoordinateIndex, kernel_size: int, stride: int, box: 
     the centre column's dz < 0 are the sorted keys just before each voxel's own: 4 binary searches per voxel
     for a 3x3x3 kernel instead of 27. The keys searched are the 64-bit hash keys, or with ``box`` (the level's
     :class:`LevelBox`, padded by the kernel radius) its cell numbers as 32-bit keys where the box has fewer
-    than 2^31 cells: measured on the KITTI scan, the binary searches 2.7x faster.
+    than 2^31 cells: measured on the KITTI scan at 0.3 m (finest level, 1 thread), searches 3.9 -> 3.2 ms, the
+    whole map 7.3 -> 6.4 ms.
     """
     k, r = kernel_size, kernel_size // 2
     if box is not None and box.volume < 2**31:

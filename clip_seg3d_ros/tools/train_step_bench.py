@@ -5,8 +5,9 @@
 
 Two copies of the same randomly initialised network (``--preset``, ``--seed``, with a linear head) train side
 by side on the sweep's voxels: a step is forward, cross-entropy against fixed random voxel labels, backward and
-SGD. One copy runs the engine as shipped (float32 matmuls big enough go to oneDNN, see
-:data:`clip_seg3d_ros.sparse.conv.ONEDNN_MIN_MULTIPLY_ADDS`), the other with every matmul on MKL (``mm``),
+SGD. One copy runs the engine as shipped (float32 matmuls big enough go to oneDNN where a probe found it faster
+than MKL on this CPU, see :func:`clip_seg3d_ros.sparse.conv.onednn_beats_mkl`; ``onednn_matmuls`` in the output
+says whether it did), the other with every matmul on MKL (``mm``),
 their steps interleaved so that both see the same machine load. Per engine: the median step time, the peak
 memory growth of a step (the process's high-water mark VmHWM, reset before each step through
 ``/proc/self/clear_refs``; null where that is unavailable), and the loss of every step; and the largest
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     result = measure(points, args.voxel_size, args.preset, args.steps, args.seed)
     print(json.dumps({"device": description, "threads": args.threads, "torch": torch.__version__,
+                      "onednn_matmuls": sparse_conv.onednn_beats_mkl(),
                       "source": str(args.points) if args.points else "generated sweep, seed 0",
                       "voxel_size": args.voxel_size, "preset": args.preset, **result}))
     return 0
