@@ -426,3 +426,16 @@ def test_the_onednn_probe_is_measured_once_and_leaves_no_autograd_state():
         first = conv_module.onednn_beats_mkl()
     assert isinstance(first, bool) and conv_module.onednn_beats_mkl() is first
     assert conv_module.onednn_beats_mkl.cache_info().misses == 1
+
+
+def test_without_onednn_s_linear_the_probe_keeps_mkl(monkeypatch):
+    def missing(*args, **kwargs):
+        raise RuntimeError("no such op in this build")
+
+    conv_module.onednn_beats_mkl.cache_clear()
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", missing)
+    try:
+        assert conv_module.onednn_beats_mkl() is False
+        assert conv_module.onednn_min_rows(torch.zeros(1), 256, 256) == float("inf")
+    finally:
+        conv_module.onednn_beats_mkl.cache_clear()
