@@ -87,6 +87,7 @@ def gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kernel_map:
         return feats @ weight[identity] if identity is not None else feats.new_zeros(kernel_map.num_outputs,
                                                                                        weight.shape[-1])
     order, output_starts = kernel_map.by_output()
+    onednn_rows = onednn_min_rows(feats, *weight.shape[-2:])  # MKL below this many rows
     if batched:
         products, order = batched_products(feats, weight, kernel_map)
     else:
@@ -95,7 +96,6 @@ def gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kernel_map:
         offsets, sizes, segment_rows_in, _ = kernel_map.segment_rows()
         gathered, products = workspace.take(feats, (max(sizes), weight.shape[-2]), (sum(sizes), weight.shape[-1]))
         weights = weight.unbind(0)
-        onednn_rows = onednn_min_rows(feats, *weight.shape[-2:])
         for offset, size, rows_in, product in zip(offsets, sizes, segment_rows_in, products.split(sizes),
                                                   strict=True):
             rows = torch.index_select(feats, 0, rows_in, out=gathered[:size])
@@ -108,7 +108,7 @@ def gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kernel_map:
     out = F.embedding_bag(order, products, output_starts, mode="sum")
     if identity is None:
         return out
-    if len(feats) >= onednn_min_rows(feats, *weight.shape[-2:]):
+    if len(feats) >= onednn_rows:
         return onednn_matmul_into(feats, weight[identity], out, accumulate=True)
     return out.addmm_(feats, weight[identity])
 
