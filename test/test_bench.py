@@ -8,7 +8,7 @@ import pytest
 from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.runtime.processor import STAGES
 from clip_seg3d_ros.sparse.conv import onednn_beats_mkl
-from clip_seg3d_ros.tools.bench import generated_sweep, main
+from clip_seg3d_ros.tools.bench import generated_sweep, main, moved_scans
 
 
 def test_generated_sweep_looks_like_a_64_beam_lidar():
@@ -19,6 +19,20 @@ def test_generated_sweep_looks_like_a_64_beam_lidar():
     ground = np.abs(points[:, 2] + 1.73) < 0.1
     assert 0.2 < ground.mean() < 0.9  # both ground and obstacles
     np.testing.assert_array_equal(generated_sweep(1000, seed=3), generated_sweep(1000, seed=3))
+
+
+def test_moved_scans_are_the_same_scene_from_new_poses(kitti_scan):
+    points = kitti_scan[0][:2000]
+    scans = moved_scans(points, 4, seed=1)
+    for scan in scans:
+        assert scan.dtype == np.float32 and scan.shape == points.shape
+        np.testing.assert_array_equal(scan[:, 2:], points[:, 2:])  # height and intensity kept
+        # A rigid motion in the ground plane: distances between points unchanged.
+        np.testing.assert_allclose(np.linalg.norm(scan[1:, :3] - scan[:-1, :3], axis=1),
+                                   np.linalg.norm(points[1:, :3] - points[:-1, :3], axis=1), atol=1e-4)
+        assert np.abs(scan[:, :2] - points[:, :2]).max() > 0.1
+    assert len({scan[0, :2].tobytes() for scan in scans}) == 4  # four different poses
+    np.testing.assert_array_equal(moved_scans(points, 2, seed=1)[1], scans[1])
 
 
 def test_bench_prints_one_json_object_for_a_kitti_file(tmp_path, capsys, kitti_scan):

@@ -408,6 +408,43 @@ def test_onednn_matmuls_give_the_float64_convolution_and_its_gradients(monkeypat
             torch.testing.assert_close(value.double(), reference, rtol=1e-5, atol=1e-5)
 
 
+def test_onednn_row_counts_are_rounded_up_to_three_significant_bits():
+    # A new sweep must not mean new oneDNN kernels: every count maps to one of 4 call sizes per octave.
+    calls = [conv_module.onednn_call_rows(rows) for rows in range(1, 5000)]
+    assert calls[:8] == list(range(1, 9))
+    assert all(rows <= call <= 1.25 * rows for rows, call in enumerate(calls, start=1))
+    assert sorted(set(calls[1023:4095])) == [1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096]
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
+def test_onednn_matmul_pads_its_calls_from_spare_rows_or_an_earlier_window(monkeypatch):
+    # 16-row blocks (6 output channels): 45 rows are two full blocks and 13 rows called as 14. With spare rows
+    # in the source the call reads one stale row past the end; without, it starts one row early; a block
+    # with neither (13 rows alone) goes to MKL. Values and sums against float64 in every case.
+    monkeypatch.setattr(conv_module, "ONEDNN_BYTES_PER_CALL", 4 * 6 * 16)
+    call_rows = []
+    linear = torch.ops.mkldnn._linear_pointwise
+
+    def recording(rows, *args):
+        call_rows.append(len(rows))
+        return linear(rows, *args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", recording)
+    generator = torch.Generator().manual_seed(5)
+    source = torch.randn(48, 4, generator=generator)
+    kernel = torch.randn(4, 6, generator=generator)
+    start = torch.randn(48, 6, generator=generator)
+    for rows, spare, expected_calls in ((45, 3, [16, 16, 14]), (45, 0, [16, 16, 14]), (13, 0, [])):
+        call_rows.clear()
+        rows_source = source[:rows + spare]
+        for accumulate in (False, True):
+            out = start[:rows].clone()
+            conv_module.onednn_matmul_into(rows_source, kernel, out, accumulate=accumulate)
+            expected = source[:rows].double() @ kernel.double() + (start[:rows].double() if accumulate else 0)
+            torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+        assert call_rows == expected_calls * 2
+
+
 def test_onednn_takes_only_cpu_float32_matmuls_big_enough_to_pay_for_its_call(monkeypatch):
     monkeypatch.setattr(conv_module, "onednn_beats_mkl", lambda: True)
     one_thread_rows = conv_module.onednn_min_rows(torch.zeros(1), 64, 64) / torch.get_num_threads()

@@ -21,9 +21,9 @@ def test_both_engines_train_alike_and_the_shipped_threshold_is_restored(tmp_path
     assert set(engines) == {"onednn", "mkl"}
     for engine in engines.values():
         assert len(engine["losses"]) == 3 and engine["step_ms_median"] > 0
-        # SGD on a fixed batch: the loss goes down from step to step.
+        # A learnable target (height bands) on new poses of one scan: the loss goes down.
         assert engine["losses"][2] < engine["losses"][0]
-    # The same initialisation and batch: the curves differ only by float32 rounding order.
+    # The same initialisation and sweeps: the curves differ only by float32 rounding order.
     assert result["loss_curve_max_abs_difference"] <= 1e-4
     assert result["loss_curve_max_abs_difference"] == pytest.approx(
         max(abs(a - b) for a, b in zip(engines["onednn"]["losses"], engines["mkl"]["losses"], strict=True)))

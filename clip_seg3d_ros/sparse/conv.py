@@ -93,14 +93,16 @@ def gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kernel_map:
     else:
         # Each offset's input rows are gathered into one small buffer that stays in cache for its matmul; the
         # products of all offsets go side by side into one preallocated buffer.
+        # The gather buffer has room for oneDNN's rounded-up row counts (see onednn_matmul_into).
         offsets, sizes, segment_rows_in, _ = kernel_map.segment_rows()
-        gathered, products = workspace.take(feats, (max(sizes), weight.shape[-2]), (sum(sizes), weight.shape[-1]))
+        gathered, products = workspace.take(feats, (onednn_call_rows(max(sizes)), weight.shape[-2]),
+                                            (sum(sizes), weight.shape[-1]))
         weights = weight.unbind(0)
         for offset, size, rows_in, product in zip(offsets, sizes, segment_rows_in, products.split(sizes),
                                                   strict=True):
             rows = torch.index_select(feats, 0, rows_in, out=gathered[:size])
             if size >= onednn_rows:
-                onednn_matmul_into(rows, weights[offset], product)
+                onednn_matmul_into(gathered, weights[offset], product)
             else:
                 torch.mm(rows, weights[offset], out=product)
     # The scatter-add as a gather-sum: embedding_bag sums each output's products (its pairs ordered by output
@@ -178,13 +180,42 @@ def onednn_beats_mkl() -> bool:
     return mkl >= ONEDNN_MIN_SPEEDUP * onednn
 
 
-def onednn_matmul_into(rows: torch.Tensor, kernel: torch.Tensor, out: torch.Tensor,
+def onednn_call_rows(rows: int) -> int:
+    """``rows`` rounded up to three significant bits (at most 25% more, 12% on average): the row counts oneDNN
+    is called with. oneDNN builds a kernel for every new matmul shape (250-370 us here, measured), and keeps
+    the last 1024; a new sweep's pairs come in new counts, so calling it with the exact count built kernels on
+    every sweep (the small MinkUNet at 0.3 m: 135 ms per new sweep against 86 ms repeating one, 89 ms on MKL).
+    Rounded up, a few dozen counts per width cover every sweep."""
+    step = 1 << max(0, rows.bit_length() - 3)
+    return -(-rows // step) * step
+
+
+def onednn_matmul_into(source: torch.Tensor, kernel: torch.Tensor, out: torch.Tensor,
                        accumulate: bool = False) -> torch.Tensor:
-    """``out = rows @ kernel`` (``out += ...`` when accumulating) by oneDNN's linear, CPU float32 only."""
-    block = max(1, ONEDNN_BYTES_PER_CALL // (4 * kernel.shape[1]))
+    """``out = source[:len(out)] @ kernel`` (``out += ...`` when accumulating) by oneDNN's linear, CPU float32.
+
+    Every call takes :func:`onednn_call_rows` rows: rows of ``source`` past ``len(out)`` (stale buffer rows) pad
+    the last call, else it ends at the block's end and starts earlier (rows already computed, dropped again);
+    with neither possible, that block goes to MKL.
+    """
+    rows = len(out)
+    block = 1 << (max(1, ONEDNN_BYTES_PER_CALL // (4 * kernel.shape[1]))).bit_length() - 1  # a power of two
     kernel_t = kernel.t()  # the linear takes (C_out, C_in): a transposed view, no copy
-    for rows_block, out_block in zip(rows.split(block), out.split(block), strict=True):
-        product = torch.ops.mkldnn._linear_pointwise(rows_block, kernel_t, None, "none", [], "")
+    for first in range(0, rows, block):
+        count = min(block, rows - first)
+        call = onednn_call_rows(count)
+        if first + call <= len(source):
+            product = torch.ops.mkldnn._linear_pointwise(source[first:first + call], kernel_t, None, "none", [], "")
+            product = product[:count]
+        elif first + count >= call:
+            window = source[first + count - call:first + count]
+            product = torch.ops.mkldnn._linear_pointwise(window, kernel_t, None, "none", [], "")[call - count:]
+        else:
+            target = out[first:first + count]
+            target.addmm_(source[first:first + count], kernel) if accumulate else torch.mm(
+                source[first:first + count], kernel, out=target)
+            continue
+        out_block = out[first:first + count]
         out_block.add_(product) if accumulate else out_block.copy_(product)
     return out
 

@@ -7,8 +7,10 @@
 For each voxel size and thread count: the scan's voxels and their coarser levels (strides 1 to 16), the
 same weights in both engines, and per op (kernel-map build, submanifold 3x3x3 convs at a few widths and
 levels, the 2x2x2 stride-2 conv, its transposed conv) and for the whole MinkUNet forward the median of
-``--repeats`` runs. Native and spconv runs are interleaved (their order alternating), so that both see the
-same load on a shared machine; ``ratio`` is native / spconv, and each time comes with its range.
+``--repeats`` runs. The whole network labels a new sweep at every run (the scan from a new pose, the same
+poses in both engines); its outputs are compared on the scan itself. Native and spconv runs are interleaved
+(their order alternating), so that both see the same load on a shared machine; ``ratio`` is native / spconv,
+and each time comes with its range.
 
 Outputs are compared at 1 thread only: spconv's CPU wheel scatters with a thread race, so its results at 2
 threads can be wrong. Without spconv (or with ``--native-only``, or on CUDA, where the PyPI wheel does not
@@ -18,6 +20,7 @@ run) only the native times are printed. This is a benchmark, not a test: figures
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -36,7 +39,7 @@ from clip_seg3d_ros.models.minkunet import ResidualBlock
 from clip_seg3d_ros.sparse import CoordinateCache, SparseBatchNorm, SparseConv3d, SparseReLU, SparseTensor
 from clip_seg3d_ros.sparse.conv import onednn_beats_mkl, sparse_conv3d
 from clip_seg3d_ros.sparse.coords import CoordinateIndex
-from clip_seg3d_ros.tools.bench import device_description, generated_sweep
+from clip_seg3d_ros.tools.bench import device_description, generated_sweep, moved_scans
 from clip_seg3d_ros.voxelize import voxelize
 
 LEVELS = (1, 2, 4, 8, 16)  # the MinkUNet's strides
@@ -173,7 +176,10 @@ Op = tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor] | None, Callab
 """(native run, spconv run or None, spconv output -> rows in the native output's order)."""
 
 
-def build_ops(levels: Levels, preset: str, spc, seed: int = 0, backend: str = "native") -> dict[str, Op]:
+def build_ops(levels: Levels, preset: str, spc, seed: int = 0, backend: str = "native",
+              network_sweeps: list[Levels] | None = None) -> dict[str, Op]:
+    """The ops on ``levels``; the whole network takes the next of ``network_sweeps`` (default: ``levels``) at
+    every call, in each engine: a new sweep per timed run, the same ones for both engines."""
     generator = torch.Generator().manual_seed(seed)
     device = levels.device
 
@@ -269,13 +275,23 @@ def build_ops(levels: Levels, preset: str, spc, seed: int = 0, backend: str = "n
             if isinstance(module, SparseBatchNorm):
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
-    feats = randn(len(levels.coords[1]), 4)
-    native = lambda: net(SparseTensor(feats, levels.coords[1], cache=CoordinateCache(backend))).feats  # noqa: E731
+    sweeps = [(randn(len(sweep.coords[1]), 4), sweep) for sweep in network_sweeps or [levels]]
+    native_sweeps = itertools.cycle(sweeps)
+
+    def native() -> torch.Tensor:
+        feats, sweep = next(native_sweeps)
+        return net(SparseTensor(feats, sweep.coords[1], cache=CoordinateCache(backend))).feats
+
     spconv_run = None
     if spc is not None:
         spconv_net = spconv_minkunet(net, spc)
-        indices, shape = levels.spconv_indices(1), levels.spconv_shape(1)
-        spconv_run = lambda: spconv_net(spc.SparseConvTensor(feats, indices, shape, 1)).features  # noqa: E731
+        spconv_sweeps = itertools.cycle([(feats, sweep.spconv_indices(1), sweep.spconv_shape(1))
+                                         for feats, sweep in sweeps])
+
+        def spconv_run() -> torch.Tensor:
+            feats, indices, shape = next(spconv_sweeps)
+            return spconv_net(spc.SparseConvTensor(feats, indices, shape, 1)).features
+
     ops[f"MinkUNet {preset} forward"] = (native, spconv_run, same_order)
     return ops
 
@@ -346,7 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     thread_counts = args.threads if device.type == "cpu" else [torch.get_num_threads()]
     for voxel_size in args.voxel_sizes:
         levels = Levels(points, voxel_size, device)
-        ops = build_ops(levels, args.preset, spc, backend=args.backend)
+        # The network labels a new sweep at every timed run (the scan from new poses), as on a moving robot:
+        # repeating one sweep would let shape-keyed caches (oneDNN's kernels) flatter the native engine.
+        moved = [Levels(torch.from_numpy(scan), voxel_size, device)
+                 for scan in moved_scans(points.numpy(), args.repeats)]
+        ops = build_ops(levels, args.preset, spc, backend=args.backend, network_sweeps=[levels, *moved])
         for threads in thread_counts:
             torch.set_num_threads(threads)
             label = f"{voxel_size:g} m, " + (f"{threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu"

@@ -4,14 +4,15 @@
     python -m clip_seg3d_ros.tools.train_step_bench --points 000000.bin  # a KITTI .bin scan
 
 Two copies of the same randomly initialised network (``--preset``, ``--seed``, with a linear head) train side
-by side on the sweep's voxels: a step is forward, cross-entropy against fixed random voxel labels, backward and
-SGD. One copy runs the engine as shipped (float32 matmuls big enough go to oneDNN where a probe found it faster
-than MKL on this CPU, see :func:`clip_seg3d_ros.sparse.conv.onednn_beats_mkl`; ``onednn_matmuls`` in the output
-says whether it did), the other with every matmul on MKL (``mm``),
-their steps interleaved so that both see the same machine load. Per engine: the median step time, the peak
-memory growth of a step (the process's high-water mark VmHWM, reset before each step through
-``/proc/self/clear_refs``; null where that is unavailable), and the loss of every step; and the largest
-difference between the two loss curves. Prints one JSON object. A benchmark, not a test.
+by side, each step on a new sweep (the scan from a new pose, the same for both): a step is forward,
+cross-entropy against each voxel's height band (a target that holds across poses), backward and SGD. One copy
+runs the engine as shipped (float32 matmuls big enough go to oneDNN where a probe found it faster than MKL on
+this CPU, see :func:`clip_seg3d_ros.sparse.conv.onednn_beats_mkl`; ``onednn_matmuls`` in the output says
+whether it did), the other with every matmul on MKL (``mm``), their steps interleaved so that both see the
+same machine load. Per engine: the median step time, the peak memory growth of a step (the process's
+high-water mark VmHWM, reset before each step through ``/proc/self/clear_refs``; null where that is
+unavailable), and the loss of every step; and the largest difference between the two loss curves. Prints one
+JSON object. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.models import MINKUNET_PRESETS, MinkUNet
 from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor
 from clip_seg3d_ros.sparse import conv as sparse_conv
-from clip_seg3d_ros.tools.bench import device_description, generated_sweep
+from clip_seg3d_ros.tools.bench import device_description, generated_sweep, moved_scans
 from clip_seg3d_ros.voxelize import voxelize
 
 ENGINES = {"onednn": sparse_conv.ONEDNN_MIN_MULTIPLY_ADDS, "mkl": math.inf}
@@ -56,12 +57,17 @@ def _reset_peak_memory() -> bool:
 
 
 def measure(points: torch.Tensor, voxel_size: float, preset: str, steps: int, seed: int) -> dict:
-    voxels = voxelize(points[:, :3], points, voxel_size)
-    labels = torch.randint(NUM_CLASSES, (len(voxels.coords),), generator=torch.Generator().manual_seed(seed))
+    # Every step trains on a new sweep (the scan from a new pose), as training does: one sweep repeated would
+    # let shape-keyed caches (oneDNN's kernels) flatter the oneDNN engine.
+    bands = torch.linspace(points[:, 2].min().item(), points[:, 2].max().item(), NUM_CLASSES + 1)[1:-1]
+    sweeps = []
+    for scan in moved_scans(points.numpy(), steps, seed):
+        voxels = voxelize(torch.from_numpy(scan[:, :3]), torch.from_numpy(scan), voxel_size)
+        sweeps.append((voxels, torch.bucketize(voxels.feats[:, 2].contiguous(), bands)))
     nets, optimizers = {}, {}
     for engine in ENGINES:
         torch.manual_seed(seed)
-        backbone = MinkUNet(voxels.feats.shape[1], **MINKUNET_PRESETS[preset])
+        backbone = MinkUNet(points.shape[1], **MINKUNET_PRESETS[preset])
         nets[engine] = torch.nn.ModuleDict({"backbone": backbone,
                                             "head": torch.nn.Linear(backbone.out_channels, NUM_CLASSES)})
         optimizers[engine] = torch.optim.SGD(nets[engine].parameters(), lr=0.01, momentum=0.9)
@@ -69,7 +75,7 @@ def measure(points: torch.Tensor, voxel_size: float, preset: str, steps: int, se
     peaks = {engine: [] for engine in ENGINES}
     losses = {engine: [] for engine in ENGINES}
     try:
-        for _ in range(steps):
+        for voxels, labels in sweeps:
             for engine, threshold in ENGINES.items():
                 sparse_conv.ONEDNN_MIN_MULTIPLY_ADDS = threshold
                 resettable = _reset_peak_memory()
@@ -90,7 +96,7 @@ def measure(points: torch.Tensor, voxel_size: float, preset: str, steps: int, se
         sparse_conv.ONEDNN_MIN_MULTIPLY_ADDS = ENGINES["onednn"]
     first, second = ENGINES
     return {
-        "voxels": len(voxels.coords),
+        "voxels_median": statistics.median(len(voxels.coords) for voxels, _ in sweeps),
         "engines": {engine: {
             # The first step builds the workspace and warms the allocator: left out of the time and memory.
             "step_ms_median": round(statistics.median(times[engine][1:]) * 1e3, 1),
