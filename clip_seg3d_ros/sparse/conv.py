@@ -121,10 +121,11 @@ thread, twice that with fewer than 32 channels in or out; below, on MKL (``mm``)
 torch 2.14.1): one oneDNN call costs ~11 us more than ``mm``, and with its product's copy it breaks even at
 about 1M multiply-adds per thread for 32 to 96 channels (1.5-2M for 16); at 4M it is 1.2x (16 channels) to 2x
 (48 and more) faster, as MKL's sgemm takes its AVX2 code on AMD CPUs while oneDNN picks its kernels by the
-instructions the CPU has (AVX-512 here). On the small MinkUNet (KITTI scan, medians of 7-11 interleaved
-runs) 2M beat 0.5M, 1M and 4M or tied: 0.05 m 403 -> 328 ms (1 thread), 251 -> 216 (2 threads); 0.3 m
-95 -> 88 (1 thread), 60 -> 60 (2 threads). The weight gradient's matmuls (channels x pairs x channels)
-stay on ``mm``: oneDNN is slower there below 64 channels. ``math.inf`` keeps everything on MKL."""
+instructions the CPU has (AVX-512 here). On the small MinkUNet (the KITTI scan from a new pose every run,
+interleaved in one process) 2M beat 1M and 4M; all-MKL -> as shipped: 0.05 m 399 -> 339 ms (1 thread),
+249 -> 223 (2 threads); 0.3 m 99 -> 89 (1 thread), 59 -> 57 (2 threads). The weight gradient's matmuls
+(channels x pairs x channels) stay on ``mm``: oneDNN is slower there below 64 channels. ``math.inf`` keeps
+everything on MKL."""
 
 ONEDNN_BYTES_PER_CALL = 1 << 21
 """oneDNN's matmul has no ``out=``: it is called on row blocks whose products take at most 2 MB, so that each
