@@ -199,25 +199,29 @@ def onednn_matmul_into(source: torch.Tensor, kernel: torch.Tensor, out: torch.Te
     the last call, else it ends at the block's end and starts earlier (rows already computed, dropped again);
     with neither possible, that block goes to MKL.
     """
-    rows = len(out)
-    block = 1 << (max(1, ONEDNN_BYTES_PER_CALL // (4 * kernel.shape[1]))).bit_length() - 1  # a power of two
+    largest_block = max(1, ONEDNN_BYTES_PER_CALL // (4 * kernel.shape[1]))
+    block = 1 << (largest_block.bit_length() - 1)  # a power of two: one shape for all full blocks
     kernel_t = kernel.t()  # the linear takes (C_out, C_in): a transposed view, no copy
-    for first in range(0, rows, block):
-        count = min(block, rows - first)
+    for first in range(0, len(out), block):
+        count = min(block, len(out) - first)
         call = onednn_call_rows(count)
-        if first + call <= len(source):
+        out_block = out[first:first + count]
+        if first + call <= len(source):  # padded with the rows after the block
             product = torch.ops.mkldnn._linear_pointwise(source[first:first + call], kernel_t, None, "none", [], "")
             product = product[:count]
-        elif first + count >= call:
+        elif first + count >= call:  # a window ending where the block ends
             window = source[first + count - call:first + count]
             product = torch.ops.mkldnn._linear_pointwise(window, kernel_t, None, "none", [], "")[call - count:]
-        else:
-            target = out[first:first + count]
-            target.addmm_(source[first:first + count], kernel) if accumulate else torch.mm(
-                source[first:first + count], kernel, out=target)
+        elif accumulate:
+            out_block.addmm_(source[first:first + count], kernel)
             continue
-        out_block = out[first:first + count]
-        out_block.add_(product) if accumulate else out_block.copy_(product)
+        else:
+            torch.mm(source[first:first + count], kernel, out=out_block)
+            continue
+        if accumulate:
+            out_block.add_(product)
+        else:
+            out_block.copy_(product)
     return out
 
 
