@@ -376,22 +376,28 @@ def test_batched_bf16_takes_the_grouped_gemm_and_agrees_with_float32():
     torch.testing.assert_close(autocast.feats.float(), grouped.float())
 
 
+@pytest.fixture
+def call_rows(monkeypatch) -> list[int]:
+    """The row count of every oneDNN matmul call made while the test runs, in order."""
+    recorded: list[int] = []
+    linear = torch.ops.mkldnn._linear_pointwise
+
+    def recording(rows, *args):
+        recorded.append(len(rows))
+        return linear(rows, *args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", recording)
+    return recorded
+
+
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
-def test_onednn_matmuls_give_the_float64_convolution_and_its_gradients(monkeypatch):
+def test_onednn_matmuls_give_the_float64_convolution_and_its_gradients(monkeypatch, call_rows):
     # Every CPU float32 matmul forced onto oneDNN, in blocks of 16 rows (so that a product spans several calls, the
     # identity offset accumulates block by block, and counts of 9-15 rows are called rounded up), against the same
     # convolutions in float64.
     monkeypatch.setattr(conv_module, "ONEDNN_MIN_MULTIPLY_ADDS", 0)
     monkeypatch.setattr(conv_module, "ONEDNN_BYTES_PER_CALL", 4 * 6 * 16)
     monkeypatch.setattr(conv_module, "onednn_beats_mkl", lambda: True)  # whatever this CPU measured
-    call_rows = []
-    linear = torch.ops.mkldnn._linear_pointwise
-
-    def recording(rows, *args):
-        call_rows.append(len(rows))
-        return linear(rows, *args)
-
-    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", recording)
     fine = random_sparse(90, 5, tensor_stride=1, seed=31)
     for kernel_size, stride, transposed in ((3, 1, False), (2, 2, False), (2, 2, True)):
         results = {}
@@ -428,19 +434,11 @@ def test_onednn_row_counts_are_rounded_up_to_three_significant_bits():
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch build has no oneDNN")
-def test_onednn_matmul_pads_its_calls_from_spare_rows_or_an_earlier_window(monkeypatch):
+def test_onednn_matmul_pads_its_calls_from_spare_rows_or_an_earlier_window(monkeypatch, call_rows):
     # 16-row blocks (6 output channels): 45 rows are two full blocks and 13 rows called as 14. With spare rows
     # in the source the call reads one stale row past the end; without, it starts one row early; a block
     # with neither (13 rows alone) goes to MKL. Values and sums against float64 in every case.
     monkeypatch.setattr(conv_module, "ONEDNN_BYTES_PER_CALL", 4 * 6 * 16)
-    call_rows = []
-    linear = torch.ops.mkldnn._linear_pointwise
-
-    def recording(rows, *args):
-        call_rows.append(len(rows))
-        return linear(rows, *args)
-
-    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", recording)
     generator = torch.Generator().manual_seed(5)
     source = torch.randn(48, 4, generator=generator)
     kernel = torch.randn(4, 6, generator=generator)
