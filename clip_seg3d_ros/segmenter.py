@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from clip_seg3d_ros.checkpoint import load_model
-from clip_seg3d_ros.datasets.sample import IGNORE_INDEX
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet, TextClassifier
+from clip_seg3d_ros.sample import IGNORE_INDEX
 from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, select_backend
 from clip_seg3d_ros.vocabulary import Vocabulary
 from clip_seg3d_ros.voxelize import Voxelization, voxelize

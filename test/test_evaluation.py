@@ -11,13 +11,13 @@ from matplotlib.colors import to_rgb
 from PIL import Image
 
 from clip_seg3d_ros import Segmenter, Vocabulary
-from clip_seg3d_ros.datasets.sample import Sample
 from clip_seg3d_ros.evaluation.colors import class_colors
 from clip_seg3d_ros.evaluation.metrics import evaluate_labels
 from clip_seg3d_ros.evaluation.plots import SEEN_COLOR, UNSEEN_COLOR, bev_image, plot_iou_per_class
 from clip_seg3d_ros.evaluation.report import EvaluationResult, evaluate_segmenter, write_report
 from clip_seg3d_ros.evaluation.summary import format_metrics_table
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
+from clip_seg3d_ros.sample import Sample
 from clip_seg3d_ros.synthetic import CLASS_NAMES, PALETTE, SyntheticWorld
 
 UNSEEN = ("motorcycle", "truck", "bicyclist", "traffic-sign")

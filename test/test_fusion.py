@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from clip_seg3d_ros import Segmenter, Vocabulary
-from clip_seg3d_ros.datasets.sample import CameraFrame
 from clip_seg3d_ros.geometry import CameraModel, project_points
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.runtime.fusion import CameraFusion, fuse_probabilities
 from clip_seg3d_ros.runtime.processor import SweepProcessor
+from clip_seg3d_ros.sample import CameraFrame
 from clip_seg3d_ros.synthetic import CLASS_NAMES, LidarConfig, SyntheticWorld, WorldConfig
 from clip_seg3d_ros.teacher import (
     SyntheticTeacher,

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from clip_seg3d_ros.datasets.sample import CameraFrame
 from clip_seg3d_ros.geometry.camera import CameraModel
+from clip_seg3d_ros.sample import CameraFrame
 from clip_seg3d_ros.teacher import DRIVING_TEMPLATES, OpenClipTeacher, TeacherWeightsError
 from clip_seg3d_ros.teacher.open_clip_teacher import interpolate_positional_embedding, resized_input_size
 

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from clip_seg3d_ros.checkpoint import CheckpointError, load_checkpoint
-from clip_seg3d_ros.datasets.sample import DatasetError
 from clip_seg3d_ros.evaluation.report import evaluate_segmenter, write_report
 from clip_seg3d_ros.evaluation.summary import format_metrics_table
+from clip_seg3d_ros.sample import DatasetError
 from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.training.config import ConfigError, config_from_dict, load_config
 from clip_seg3d_ros.training.data import build_split, class_flags

@@ -32,9 +32,9 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from clip_seg3d_ros.checkpoint import save_checkpoint
-from clip_seg3d_ros.datasets.sample import DatasetError
 from clip_seg3d_ros.evaluation.summary import format_metrics_table
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
+from clip_seg3d_ros.sample import DatasetError
 from clip_seg3d_ros.teacher import TeacherWeightsError
 from clip_seg3d_ros.training.config import ConfigError, TrainConfig, load_config, save_config
 from clip_seg3d_ros.training.data import RunData, prepare_data

@@ -1,5 +1,1 @@
-"""Dataset loaders; every one returns :class:`Sample` objects."""
-
-from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, CameraFrame, Sample
-
-__all__ = ["IGNORE_INDEX", "CameraFrame", "Sample"]
+"""Dataset loaders; every one returns :class:`clip_seg3d_ros.sample.Sample` objects."""

@@ -25,9 +25,9 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from clip_seg3d_ros.datasets.sample import CameraFrame, DatasetError, Sample
 from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.geometry.camera import CameraModel
+from clip_seg3d_ros.sample import CameraFrame, DatasetError, Sample
 
 
 class FolderDataset:

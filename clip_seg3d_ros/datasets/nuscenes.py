@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, CameraFrame, DatasetError, Sample
 from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.geometry.calibration import nuscenes_camera
+from clip_seg3d_ros.sample import IGNORE_INDEX, CameraFrame, DatasetError, Sample
 
 NUSCENES_CLASSES = [
     "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian", "traffic_cone",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clip_seg3d_ros.datasets.sample import DatasetError
+from clip_seg3d_ros.sample import DatasetError
 
 
 def read_scan(path: str | Path, values_per_point: int = 4) -> np.ndarray:

@@ -1,7 +1,7 @@
 """SemanticKITTI: ``sequences/XX/{velodyne,labels,image_2,calib.txt,times.txt}``.
 
 Labels go through ``learning_map`` (raw SemanticKITTI ids -> 0..19, 0 = unlabelled) to the 19 evaluation
-classes, returned as indices 0..18 with -1 for unlabelled points (see :mod:`clip_seg3d_ros.datasets.sample`).
+classes, returned as indices 0..18 with -1 for unlabelled points (see :mod:`clip_seg3d_ros.sample`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, CameraFrame, Sample
 from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.geometry.calibration import kitti_camera
+from clip_seg3d_ros.sample import IGNORE_INDEX, CameraFrame, Sample
 
 SEMANTICKITTI_CLASSES = [
     "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist", "road",

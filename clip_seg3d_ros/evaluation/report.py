@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from clip_seg3d_ros.datasets.sample import Sample
 from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, prediction_lookup, summarize
 from clip_seg3d_ros.evaluation.plots import plot_bev_pair, plot_confusion_matrix, plot_iou_per_class
 from clip_seg3d_ros.evaluation.summary import format_metrics_table, write_metrics_json
 from clip_seg3d_ros.geometry.camera import seen_by_cameras
+from clip_seg3d_ros.sample import Sample
 from clip_seg3d_ros.segmenter import Segmenter
 
 

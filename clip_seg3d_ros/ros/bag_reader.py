@@ -19,10 +19,10 @@ import yaml
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
-from clip_seg3d_ros.datasets.sample import CameraFrame
 from clip_seg3d_ros.ros.camera_frame import camera_frame
 from clip_seg3d_ros.ros.image import image_to_rgb
 from clip_seg3d_ros.ros.tf import TransformBuffer, TransformError, stamp_to_ns
+from clip_seg3d_ros.sample import CameraFrame
 
 log = logging.getLogger(__name__)
 

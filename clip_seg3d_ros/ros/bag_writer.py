@@ -37,13 +37,13 @@ from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
-from clip_seg3d_ros.datasets.sample import CameraFrame, Sample
 from clip_seg3d_ros.geometry.calibration import camera_info_fields
 from clip_seg3d_ros.geometry.transforms import invert_transform
 from clip_seg3d_ros.ros.bag_reader import CLASS_NAMES_KEY, BagError, one_line
 from clip_seg3d_ros.ros.image import rgb_image_fields
 from clip_seg3d_ros.ros.pointcloud2 import LABEL_IGNORED, PointCloud2Types, create_cloud, create_labelled_cloud
 from clip_seg3d_ros.ros.tf import matrix_to_translation_quaternion
+from clip_seg3d_ros.sample import CameraFrame, Sample
 
 POINTS_TOPIC = "/points"
 LABELLED_TOPIC = "/points_labelled"

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from clip_seg3d_ros.datasets.sample import CameraFrame
 from clip_seg3d_ros.geometry.calibration import camera_from_camera_info
 from clip_seg3d_ros.ros.image import image_to_rgb
 from clip_seg3d_ros.ros.tf import stamp_to_ns
+from clip_seg3d_ros.sample import CameraFrame
 
 
 def camera_frame(rgb: np.ndarray, camera_info, lidar_to_camera: np.ndarray, timestamp: float = 0.0,

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clip_seg3d_ros.datasets.sample import CameraFrame
 from clip_seg3d_ros.geometry.camera import pixel_cells, project_points
 from clip_seg3d_ros.runtime.settings import check_unit_interval
+from clip_seg3d_ros.sample import CameraFrame
 from clip_seg3d_ros.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # the teacher package imports open_clip, which the 3D-only path never needs

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, CameraFrame
 from clip_seg3d_ros.runtime.fusion import CameraFusion
 from clip_seg3d_ros.runtime.point_budget import assign_to_kept_voxels, evenly_spaced
 from clip_seg3d_ros.runtime.settings import check_unit_interval
+from clip_seg3d_ros.sample import IGNORE_INDEX, CameraFrame
 from clip_seg3d_ros.segmenter import Segmenter, validate_points, voxel_results_to_points
 from clip_seg3d_ros.vocabulary import Vocabulary
 

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from clip_seg3d_ros.checkpoint import Checkpoint, load_model
-from clip_seg3d_ros.datasets.sample import CameraFrame
 from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.runtime.fusion import CameraFusion
 from clip_seg3d_ros.runtime.processor import SweepProcessor, SweepResult
@@ -35,6 +34,7 @@ from clip_seg3d_ros.runtime.settings import (
     split_clip_model,
 )
 from clip_seg3d_ros.runtime.vocabulary_update import clean_class_names, resolve_vocabulary
+from clip_seg3d_ros.sample import CameraFrame
 from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.vocabulary import Vocabulary
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, CameraFrame
 from clip_seg3d_ros.geometry.camera import CameraModel
+from clip_seg3d_ros.sample import IGNORE_INDEX, CameraFrame
 from clip_seg3d_ros.synthetic.primitives import Primitives
 from clip_seg3d_ros.synthetic.raycast import RayWindows, cast, surface_normals
 from clip_seg3d_ros.synthetic.shading import shade

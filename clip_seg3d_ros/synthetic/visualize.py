@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure  # a bare Figure renders to files with Agg: no pyplot, no global backend
 
-from clip_seg3d_ros.datasets.sample import Sample
 from clip_seg3d_ros.evaluation.colors import class_colors, label_colors
 from clip_seg3d_ros.evaluation.plots import class_legend_handles, draw_bev
 from clip_seg3d_ros.geometry.camera import project_points
+from clip_seg3d_ros.sample import Sample
 
 
 def plot_sample(sample: Sample, path: str | Path, view_range: float = 50.0) -> None:

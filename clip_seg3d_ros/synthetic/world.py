@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from clip_seg3d_ros.datasets.sample import Sample
+from clip_seg3d_ros.sample import Sample
 from clip_seg3d_ros.synthetic.camera import CameraConfig, PinholeCamera
 from clip_seg3d_ros.synthetic.classes import CLASS_NAMES
 from clip_seg3d_ros.synthetic.lidar import LidarConfig, SpinningLidar

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import torch
 
-from clip_seg3d_ros.datasets.sample import CameraFrame
+from clip_seg3d_ros.sample import CameraFrame
 
 
 class DenseTeacher(Protocol):

@@ -43,7 +43,7 @@ from open_clip.transformer import VisionTransformer
 from open_clip.utils import to_2tuple
 from torch import nn
 
-from clip_seg3d_ros.datasets.sample import CameraFrame
+from clip_seg3d_ros.sample import CameraFrame
 from clip_seg3d_ros.teacher.cache import FeatureCache, cache_key
 
 # CLIP-style prompts for driving scenes; the class embedding is the normalised mean over all of them.

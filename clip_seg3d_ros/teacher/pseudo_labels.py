@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clip_seg3d_ros.datasets.sample import IGNORE_INDEX
 from clip_seg3d_ros.geometry.camera import CameraProjection, pixel_cells
+from clip_seg3d_ros.sample import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

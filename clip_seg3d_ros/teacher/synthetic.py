@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, CameraFrame
 from clip_seg3d_ros.geometry.camera import pixel_cells
+from clip_seg3d_ros.sample import IGNORE_INDEX, CameraFrame
 from clip_seg3d_ros.synthetic.classes import CLASS_NAMES
 
 DEFAULT_CONFUSIONS: tuple[tuple[str, str, float], ...] = (

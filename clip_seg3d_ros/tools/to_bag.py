@@ -21,9 +21,9 @@ from pathlib import Path
 import yaml
 from rosbags.rosbag2 import WriterError
 
-from clip_seg3d_ros.datasets.sample import Sample
 from clip_seg3d_ros.ros.bag_reader import BagError, one_line
 from clip_seg3d_ros.ros.bag_writer import DEFAULT_BASE_TIME_S, STORAGES, write_bag
+from clip_seg3d_ros.sample import Sample
 
 
 def load_samples(args: argparse.Namespace) -> tuple[Iterable[Sample], int, list[str], int]:

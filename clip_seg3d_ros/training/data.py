@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clip_seg3d_ros.datasets.sample import IGNORE_INDEX, DatasetError, Sample
 from clip_seg3d_ros.geometry.camera import pixel_cells, project_points
+from clip_seg3d_ros.sample import IGNORE_INDEX, DatasetError, Sample
 from clip_seg3d_ros.teacher import DenseTeacher, OpenClipTeacher, SyntheticTeacher
 from clip_seg3d_ros.teacher.pseudo_labels import dense_pseudo_labels
 from clip_seg3d_ros.training.config import AugmentSettings, ConfigError, DataSettings, TeacherSettings, TrainConfig

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from clip_seg3d_ros.datasets.sample import IGNORE_INDEX
+from clip_seg3d_ros.sample import IGNORE_INDEX
 from clip_seg3d_ros.sparse.coords import CoordinateIndex
 from clip_seg3d_ros.sparse.kernel_map import submanifold_map
 from clip_seg3d_ros.voxelize import voxelize

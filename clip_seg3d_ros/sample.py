@@ -1,4 +1,5 @@
-"""The one sample type every dataset loader (and the synthetic world) returns.
+"""The data model of the whole project: the sweep every dataset loader (and the synthetic world) returns,
+its camera frames, and the label value of ignored points.
 
 Label convention, everywhere in the project: class indices 0..C-1 into ``class_names``, and
 ``IGNORE_INDEX`` (-1) for unlabelled / ignored points, the same value the Segmenter gives invalid points.
