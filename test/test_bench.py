@@ -7,7 +7,7 @@ import pytest
 
 from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.runtime.processor import STAGES
-from clip_seg3d_ros.sparse.conv import onednn_beats_mkl
+from clip_seg3d_ros.sparse.conv import onednn_matmuls
 from clip_seg3d_ros.tools.bench import generated_sweep, main, moved_scans
 
 
@@ -48,7 +48,7 @@ def test_bench_prints_one_json_object_for_a_kitti_file(tmp_path, capsys, kitti_s
         assert 0 <= stage["median"] <= stage["p90"] and (stage["median"] > 0 or name == "fusion"), name
     assert result["ms"]["fusion"]["p90"] < 1.0  # no cameras: nothing to fuse
     assert result["ms"]["total"]["median"] >= result["ms"]["inference"]["median"]
-    assert result["onednn_matmuls"] is onednn_beats_mkl()  # what this CPU's probe decided
+    assert result["onednn_matmuls"] is onednn_matmuls()  # what this CPU's rule decided
 
 
 def test_a_bin_file_of_the_wrong_size_is_a_clear_error(tmp_path):

@@ -397,7 +397,7 @@ def test_onednn_matmuls_give_the_float64_convolution_and_its_gradients(monkeypat
     # convolutions in float64.
     monkeypatch.setattr(conv_module, "ONEDNN_MIN_MULTIPLY_ADDS", 0)
     monkeypatch.setattr(conv_module, "ONEDNN_BYTES_PER_CALL", 4 * 6 * 16)
-    monkeypatch.setattr(conv_module, "onednn_beats_mkl", lambda: True)  # whatever this CPU measured
+    monkeypatch.setattr(conv_module, "_cpu_matmul", "onednn")  # whatever this CPU's rule says
     fine = random_sparse(90, 5, tensor_stride=1, seed=31)
     for kernel_size, stride, transposed in ((3, 1, False), (2, 2, False), (2, 2, True)):
         results = {}
@@ -455,33 +455,48 @@ def test_onednn_matmul_pads_its_calls_from_spare_rows_or_an_earlier_window(monke
 
 
 def test_onednn_takes_only_cpu_float32_matmuls_big_enough_to_pay_for_its_call(monkeypatch):
-    monkeypatch.setattr(conv_module, "onednn_beats_mkl", lambda: True)
+    monkeypatch.setattr(conv_module, "_cpu_matmul", "onednn")
     one_thread_rows = conv_module.onednn_min_rows(torch.zeros(1), 64, 64) / torch.get_num_threads()
     assert one_thread_rows == conv_module.ONEDNN_MIN_MULTIPLY_ADDS / (64 * 64)
     narrow = conv_module.onednn_min_rows(torch.zeros(1), 16, 64) / torch.get_num_threads()
     assert narrow == 2 * conv_module.ONEDNN_MIN_MULTIPLY_ADDS / (16 * 64)  # 16 channels pay later
     assert conv_module.onednn_min_rows(torch.zeros(1, dtype=torch.float64), 64, 64) == float("inf")
     assert conv_module.onednn_min_rows(torch.zeros(1, dtype=torch.bfloat16), 64, 64) == float("inf")
-    monkeypatch.setattr(conv_module, "onednn_beats_mkl", lambda: False)  # a CPU where MKL is as fast
+    monkeypatch.setattr(conv_module, "_cpu_matmul", "mkl")  # chosen by the user
     assert conv_module.onednn_min_rows(torch.zeros(1), 64, 64) == float("inf")
 
 
-def test_the_onednn_probe_is_measured_once_and_leaves_no_autograd_state():
-    conv_module.onednn_beats_mkl.cache_clear()
-    with torch.inference_mode():  # first called inside a labelled sweep: its buffers stay usable
-        first = conv_module.onednn_beats_mkl()
-    assert isinstance(first, bool) and conv_module.onednn_beats_mkl() is first
-    assert conv_module.onednn_beats_mkl.cache_info().misses == 1
+CPUINFO = "processor\t: {n}\nvendor_id\t: {vendor}\nflags\t\t: fpu sse2 avx2 {extra}\n\n"
 
 
-def test_without_onednn_s_linear_the_probe_keeps_mkl(monkeypatch):
-    def missing(*args, **kwargs):
-        raise RuntimeError("no such op in this build")
+@pytest.mark.parametrize(("vendor", "extra", "expected"), [
+    ("AuthenticAMD", "avx512f avx512bw", True),  # MKL's sgemm runs AVX2 code there, oneDNN AVX-512
+    ("GenuineIntel", "avx512f avx512bw", False),  # both run AVX-512: oneDNN's extra copy only costs
+    ("AuthenticAMD", "avx512_bf16", False),  # no avx512f: the same instructions for both
+    ("HygonGenuine", "avx512f", True),
+])
+def test_the_auto_rule_reads_the_cpu_vendor_and_avx512(tmp_path, vendor, extra, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("".join(CPUINFO.format(n=n, vendor=vendor, extra=extra) for n in range(2)))
+    assert conv_module.cpu_prefers_onednn.__wrapped__(str(cpuinfo)) is expected
+    assert conv_module.cpu_prefers_onednn.__wrapped__(str(tmp_path / "missing")) is False
 
-    conv_module.onednn_beats_mkl.cache_clear()
-    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", missing)
-    try:
-        assert conv_module.onednn_beats_mkl() is False
-        assert conv_module.onednn_min_rows(torch.zeros(1), 256, 256) == float("inf")
-    finally:
-        conv_module.onednn_beats_mkl.cache_clear()
+
+def test_the_cpu_matmul_choice_overrides_the_rule_and_rejects_unknown_names(monkeypatch):
+    monkeypatch.setattr(conv_module, "_cpu_matmul", "auto")
+    available = conv_module.onednn_linear_available()
+    assert conv_module.onednn_matmuls() is (available and conv_module.cpu_prefers_onednn())
+    conv_module.set_cpu_matmul("mkl")
+    assert conv_module.onednn_matmuls() is False
+    conv_module.set_cpu_matmul("onednn")
+    assert conv_module.onednn_matmuls() is available
+    with pytest.raises(ValueError, match="cpu_matmul must be one of"):
+        conv_module.set_cpu_matmul("fastest")
+    assert conv_module._cpu_matmul == "onednn"  # a refused choice changes nothing
+
+
+def test_without_onednn_s_linear_every_matmul_stays_on_mkl(monkeypatch):
+    monkeypatch.setattr(conv_module, "_cpu_matmul", "onednn")
+    monkeypatch.setattr(conv_module, "onednn_linear_available", lambda: False)
+    assert conv_module.onednn_matmuls() is False
+    assert conv_module.onednn_min_rows(torch.zeros(1), 256, 256) == float("inf")

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-import statistics
-import time
+import re
 
 import torch
 import torch.nn.functional as F
@@ -134,51 +133,61 @@ fresh product is a block the allocator just freed (still in cache) rather than n
 256 KB blocks."""
 
 
-ONEDNN_MIN_SPEEDUP = 1.3
-"""oneDNN is used at all only where it beat MKL by this factor on a probe matmul (:func:`onednn_beats_mkl`)."""
+CPU_MATMULS = ("auto", "onednn", "mkl")
+"""Where a CPU float32 convolution's large matmuls run: ``auto`` (:func:`cpu_prefers_onednn`), ``onednn`` (from
+:data:`ONEDNN_MIN_MULTIPLY_ADDS`), ``mkl`` (all of them on ``mm``). A process-wide choice, set by the node,
+replay and training from their ``cpu_matmul`` setting (:func:`set_cpu_matmul`)."""
+
+_cpu_matmul = "auto"
+
+
+def set_cpu_matmul(choice: str) -> None:
+    """Choose the CPU matmul path for this process (one of :data:`CPU_MATMULS`); ValueError otherwise."""
+    global _cpu_matmul
+    if choice not in CPU_MATMULS:
+        raise ValueError(f"cpu_matmul must be one of {list(CPU_MATMULS)}, got {choice!r}")
+    _cpu_matmul = choice
+
+
+def onednn_matmuls() -> bool:
+    """Whether large CPU float32 matmuls go to oneDNN in this process: the ``cpu_matmul`` choice, ``auto`` by
+    :func:`cpu_prefers_onednn`. Never a timing: the same settings run the same code however busy the CPU is."""
+    if _cpu_matmul == "mkl" or not onednn_linear_available():
+        return False
+    return _cpu_matmul == "onednn" or cpu_prefers_onednn()
+
+
+@functools.cache
+def onednn_linear_available() -> bool:
+    """Whether this PyTorch build has oneDNN and its linear op (a private op: a build without it keeps MKL)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+@functools.cache
+def cpu_prefers_onednn(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """The ``auto`` rule: oneDNN on a CPU that is not Intel's and has AVX-512 (``avx512f``), else MKL.
+
+    MKL's sgemm takes its AVX2 code on CPUs other than Intel's, while oneDNN picks its kernels by the
+    instructions the CPU has; on an Intel CPU both use the same ones and oneDNN's extra call and copy only cost.
+    Read from ``/proc/cpuinfo`` (no such file, as off Linux: MKL). The measurements behind it are in
+    docs/benchmarks.md.
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as file:
+            text = file.read()
+    except OSError:
+        return False
+    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", text, re.MULTILINE)
+    flags = re.search(r"^flags\s*:(.*)$", text, re.MULTILINE)
+    return bool(vendor and flags) and vendor.group(1) != "GenuineIntel" and "avx512f" in flags.group(1).split()
 
 
 def onednn_min_rows(like: torch.Tensor, c_in: int, c_out: int) -> float:
     """Fewest rows from which ``(rows, c_in) @ (c_in, c_out)`` goes to oneDNN (see ONEDNN_MIN_MULTIPLY_ADDS)."""
-    if like.device.type != "cpu" or like.dtype != torch.float32 or not onednn_beats_mkl():
+    if like.device.type != "cpu" or like.dtype != torch.float32 or not onednn_matmuls():
         return math.inf
     narrow = 2 if min(c_in, c_out) < 32 else 1
     return ONEDNN_MIN_MULTIPLY_ADDS * narrow * torch.get_num_threads() / (c_in * c_out)
-
-
-@functools.cache
-def onednn_beats_mkl() -> bool:
-    """Whether this CPU runs float32 matmuls faster on oneDNN than on MKL, measured once per process.
-
-    The gain is the CPU's: on this AMD EPYC (Zen 5, AVX-512) MKL's sgemm runs its AVX2 code and oneDNN is about
-    2x faster; where both use the same instructions (expected on Intel CPUs, not measured here) oneDNN's extra
-    call and copy would only cost. A (8192, 128) x (128, 128) probe at the thread count of the first call, the
-    median of 7 timings of each, the product's copy included: here 2.1x faster on 1 thread, 1.74x on 2; 28-43 ms
-    once, oneDNN's first call included. (A (4096, 64) probe measured only 1.26-1.38x on 2 threads.)
-    """
-    if not torch.backends.mkldnn.is_available():
-        return False
-
-    def median_seconds(matmul) -> float:
-        matmul()
-        times = []
-        for _ in range(7):
-            start = time.perf_counter()
-            matmul()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    # Normal tensors even when first called under inference_mode (inside a labelled sweep): they are written to.
-    with torch.inference_mode(False), torch.no_grad():
-        generator = torch.Generator().manual_seed(0)
-        rows, kernel = torch.randn(8192, 128, generator=generator), torch.randn(128, 128, generator=generator)
-        out = torch.empty(8192, 128)
-        mkl = median_seconds(lambda: torch.mm(rows, kernel, out=out))
-        try:  # a private PyTorch op: a build or version without it keeps MKL
-            onednn = median_seconds(lambda: onednn_matmul_into(rows, kernel, out))
-        except (AttributeError, RuntimeError, NotImplementedError):
-            return False
-    return mkl >= ONEDNN_MIN_SPEEDUP * onednn
 
 
 def onednn_call_rows(rows: int) -> int:

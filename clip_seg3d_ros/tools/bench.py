@@ -40,7 +40,7 @@ from clip_seg3d_ros.runtime.processor import STAGES, SweepProcessor
 from clip_seg3d_ros.runtime.settings import default_threads
 from clip_seg3d_ros.segmenter import PRECISIONS, Segmenter
 from clip_seg3d_ros.sparse.backend import BACKENDS
-from clip_seg3d_ros.sparse.conv import onednn_beats_mkl
+from clip_seg3d_ros.sparse.conv import onednn_matmuls
 from clip_seg3d_ros.vocabulary import Vocabulary
 
 
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "sparse_backend": segmenter.sparse_backend,
         # CPU float32 matmuls of the native engine on oneDNN (where a probe found it faster than MKL) or not.
-        "onednn_matmuls": device.type == "cpu" and onednn_beats_mkl(),
+        "onednn_matmuls": device.type == "cpu" and onednn_matmuls(),
         "precision": segmenter.precision,
         "threads": torch.get_num_threads(),
         "preset": preset,

@@ -37,7 +37,7 @@ from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.models import MINKUNET_PRESETS, MinkUNet
 from clip_seg3d_ros.models.minkunet import ResidualBlock
 from clip_seg3d_ros.sparse import CoordinateCache, SparseBatchNorm, SparseConv3d, SparseReLU, SparseTensor
-from clip_seg3d_ros.sparse.conv import onednn_beats_mkl, sparse_conv3d
+from clip_seg3d_ros.sparse.conv import onednn_matmuls, sparse_conv3d
 from clip_seg3d_ros.sparse.coords import CoordinateIndex
 from clip_seg3d_ros.tools.bench import device_description, generated_sweep, moved_scans
 from clip_seg3d_ros.voxelize import voxelize
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "spconv": None if spc is None else _spconv_version(),
         "backend": args.backend,
-        "onednn_matmuls": device.type == "cpu" and onednn_beats_mkl(),
+        "onednn_matmuls": device.type == "cpu" and onednn_matmuls(),
         "points": int(len(points)),
         "source": str(args.points) if args.points else "generated sweep, seed 0",
         "repeats": args.repeats,

@@ -7,7 +7,7 @@ Two copies of the same randomly initialised network (``--preset``, ``--seed``, w
 by side, each step on a new sweep (the scan from a new pose, the same for both): a step is forward,
 cross-entropy against each voxel's height band (a target that holds across poses), backward and SGD. One copy
 runs the engine as shipped (float32 matmuls big enough go to oneDNN where a probe found it faster than MKL on
-this CPU, see :func:`clip_seg3d_ros.sparse.conv.onednn_beats_mkl`; ``onednn_matmuls`` in the output says
+this CPU, see :func:`clip_seg3d_ros.sparse.conv.onednn_matmuls`; ``onednn_matmuls`` in the output says
 whether it did), the other with every matmul on MKL (``mm``), their steps interleaved so that both see the
 same machine load. Per engine: the median step time, the peak memory growth of a step (the process's
 high-water mark VmHWM, reset before each step through ``/proc/self/clear_refs``; null where that is
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     result = measure(points, args.voxel_size, args.preset, args.steps, args.seed)
     print(json.dumps({"device": description, "threads": args.threads, "torch": torch.__version__,
-                      "onednn_matmuls": sparse_conv.onednn_beats_mkl(),
+                      "onednn_matmuls": sparse_conv.onednn_matmuls(),
                       "source": str(args.points) if args.points else "generated sweep, seed 0",
                       "voxel_size": args.voxel_size, "preset": args.preset, **result}))
     return 0
