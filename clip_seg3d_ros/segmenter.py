@@ -3,7 +3,7 @@
 The one implementation of each step from a sweep to per-point labels, shared by everything that labels
 points: :func:`validate_points`, :func:`network_input` (also the trainer's), :meth:`Segmenter.infer_logits`
 and :func:`voxel_results_to_points`. The node's and replay's processing path
-(:class:`clip_seg3d_ros.runtime.processor.SweepProcessor`) adds a point budget, camera fusion, a score
+(:class:`clip_seg3d_ros.runtime.runtime.SegmentRuntime`) adds a point budget, camera fusion, a score
 threshold and per-stage timing around the same calls.
 """
 
@@ -156,14 +156,14 @@ class Segmenter:
         self.vocabulary = vocabulary
 
     def __call__(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        prepared = self.preprocess(points)
+        prepared = self.preprocess(validate_points(points))
         scores, labels = torch.softmax(self.infer_logits(prepared), dim=1).max(dim=1)
         point_labels, point_scores = voxel_results_to_points(prepared.point_voxel, labels, scores)
         return point_labels.cpu().numpy().astype(np.int32), point_scores.cpu().numpy()
 
     def preprocess(self, points: np.ndarray) -> PreparedSweep:
-        """Validation (:func:`validate_points`), NaN/inf filtering and voxelization on the device."""
-        points = validate_points(points)
+        """NaN/inf filtering and voxelization on the device of (N, >=3) float32 ``points``, as
+        :func:`validate_points` returns them (validated once, where a sweep comes in)."""
         valid = np.isfinite(points[:, :3]).all(axis=1)
         point_voxel = torch.full((len(points),), -1, dtype=torch.int64, device=self.device)
         if not valid.any():

@@ -328,7 +328,7 @@ def test_nan_points_decode_and_are_labelled_ignored(good_checkpoint):
     points["x"][:3] = [np.nan, np.inf, -np.inf]
     xyzi = read_xyz_intensity(_round_trip(create_cloud(points, message.header, TYPES)))
     assert np.isnan(xyzi[0, 0]) and np.isinf(xyzi[1:3, 0]).all()
-    runtime = SegmentRuntime(RuntimeSettings(checkpoint=str(good_checkpoint), device="cpu"))
+    runtime = SegmentRuntime.load(RuntimeSettings(checkpoint=str(good_checkpoint), device="cpu"))
     result = runtime.process(xyzi)
     assert list(result.labels[:3]) == [-1, -1, -1] and list(result.scores[:3]) == [0, 0, 0]
     assert (result.labels[3:] >= 0).all()

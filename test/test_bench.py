@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clip_seg3d_ros.datasets.scan_file import read_scan
-from clip_seg3d_ros.runtime.processor import STAGES
+from clip_seg3d_ros.runtime.runtime import STAGES
 from clip_seg3d_ros.sparse.conv import onednn_matmuls
 from clip_seg3d_ros.tools.bench import generated_sweep, main, moved_scans
 

@@ -10,7 +10,7 @@ from clip_seg3d_ros import Segmenter, Vocabulary
 from clip_seg3d_ros.geometry import CameraModel, project_points
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.runtime.fusion import CameraFusion, fuse_probabilities
-from clip_seg3d_ros.runtime.processor import SweepProcessor
+from clip_seg3d_ros.runtime.runtime import SegmentRuntime
 from clip_seg3d_ros.sample import CameraFrame
 from clip_seg3d_ros.synthetic import CLASS_NAMES, LidarConfig, SyntheticWorld, WorldConfig
 from clip_seg3d_ros.teacher import (
@@ -45,10 +45,10 @@ def segmenter(teacher):
 @pytest.fixture(scope="module")
 def results(scene, teacher, segmenter):
     """Labels and scores without fusion and with fusion weights 0, 0.5 and 1, and the points the camera sees."""
-    out = {"3d": SweepProcessor(segmenter).process(scene.points, scene.cameras)}
+    out = {"3d": SegmentRuntime(segmenter).process(scene.points, scene.cameras)}
     for weight in (0.0, 0.5, 1.0):
         fusion = CameraFusion(teacher, segmenter.vocabulary, weight=weight)
-        out[weight] = SweepProcessor(segmenter, fusion=fusion).process(scene.points, scene.cameras)
+        out[weight] = SegmentRuntime(segmenter, fusion=fusion).process(scene.points, scene.cameras)
     seen, probabilities_2d = CameraFusion(teacher, segmenter.vocabulary).image_probabilities(
         scene.points[:, :3], scene.cameras
     )
@@ -150,7 +150,7 @@ def test_fuse_probabilities_and_the_checks():
 
 def test_processor_keeps_the_fusions_vocabulary_in_step(segmenter, teacher):
     fusion = CameraFusion(teacher, segmenter.vocabulary)
-    processor = SweepProcessor(Segmenter(segmenter.model, segmenter.vocabulary), fusion=fusion)
+    processor = SegmentRuntime(Segmenter(segmenter.model, segmenter.vocabulary), fusion=fusion)
     processor.set_vocabulary(segmenter.vocabulary.subset(["road", "car"]))
     assert fusion.vocabulary.names == processor.class_names == ["road", "car"]
     with pytest.raises(ValueError, match="dimension"):

@@ -118,20 +118,20 @@ def synthetic_factory(teacher):
 
 
 def test_runtime_labels_as_the_checkpoints_segmenter(checkpoint_path, points):
-    runtime = SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", score_threshold=0.0))
-    assert runtime.class_names == ["road", "car", "vegetation"] and runtime.processor.fusion is None
+    runtime = SegmentRuntime.load(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", score_threshold=0.0))
+    assert runtime.class_names == ["road", "car", "vegetation"] and runtime.fusion is None
     expected, _ = Segmenter.from_checkpoint(checkpoint_path)(points)
     result = runtime.process(points)
     np.testing.assert_array_equal(result.labels, expected)
     assert result.class_names == ("road", "car", "vegetation")
     runtime.close()
-    assert runtime.processor is None
+    assert runtime.segmenter is None
     with pytest.raises(CheckpointError, match="no such checkpoint"):
-        SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path.parent / "missing.pt")))
+        SegmentRuntime.load(RuntimeSettings(checkpoint=str(checkpoint_path.parent / "missing.pt")))
 
 
 def test_runtime_parameter_changes(checkpoint_path, points):
-    runtime = SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path), vocabulary=("car", "road")))
+    runtime = SegmentRuntime.load(RuntimeSettings(checkpoint=str(checkpoint_path), vocabulary=("car", "road")))
     assert runtime.class_names == ["car", "road"]
     runtime.apply("vocabulary", [])
     assert runtime.class_names == ["road", "car", "vegetation"]
@@ -149,7 +149,7 @@ def test_runtime_parameter_changes(checkpoint_path, points):
         runtime.apply("score_threshold", 1.5)
     assert runtime.score_threshold == threshold
     runtime.apply("calibration_bias", 0.2)
-    assert runtime.processor.segmenter.calibration_bias == 0.2
+    assert runtime.segmenter.calibration_bias == 0.2
     with pytest.raises(ValueError, match="fusion_weight"):  # no fusion to change, still refused
         runtime.apply("fusion_weight", 2.0)
     with pytest.raises(ValueError, match="cannot change at runtime"):
@@ -159,16 +159,16 @@ def test_runtime_parameter_changes(checkpoint_path, points):
 def test_runtime_with_clip_embeds_new_classes_and_fuses_cameras(checkpoint_path, teacher):
     parameters = RuntimeSettings(checkpoint=str(checkpoint_path), vocabulary=("car", "person"), use_cameras=True,
                                  fusion_weight=0.3)
-    runtime = SegmentRuntime(parameters, teacher_factory=synthetic_factory(teacher))
+    runtime = SegmentRuntime.load(parameters, teacher_factory=synthetic_factory(teacher))
     assert runtime.class_names == ["car", "person"]
-    assert runtime.processor.vocabulary.seen == [True, False]
-    assert runtime.processor.fusion.weight == 0.3 and runtime.processor.fusion.vocabulary.names == ["car", "person"]
+    assert runtime.vocabulary.seen == [True, False]
+    assert runtime.fusion.weight == 0.3 and runtime.fusion.vocabulary.names == ["car", "person"]
     runtime.apply("fusion_weight", 0.8)
     runtime.apply("vocabulary", ["vegetation"])
-    assert runtime.processor.fusion.weight == 0.8 and runtime.processor.fusion.vocabulary.names == ["vegetation"]
+    assert runtime.fusion.weight == 0.8 and runtime.fusion.vocabulary.names == ["vegetation"]
     wrong = SyntheticTeacher(SyntheticTeacherConfig(embed_dim=40))
     with pytest.raises(ValueError, match="dimension 40"):
-        SegmentRuntime(parameters, teacher_factory=synthetic_factory(wrong))
+        SegmentRuntime.load(parameters, teacher_factory=synthetic_factory(wrong))
 
 
 # --- newest-sweep slot, statistics ------------------------------------------------------------------------------
@@ -266,9 +266,9 @@ def test_precision_setting_reaches_the_segmenter_and_matches_its_choices(checkpo
     from clip_seg3d_ros.segmenter import PRECISIONS as SEGMENTER_PRECISIONS
 
     assert tuple(SEGMENTER_PRECISIONS) == PRECISIONS
-    runtime = SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", precision="bf16"))
-    assert runtime.processor.segmenter.precision == "bf16"
-    reference = SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu")).process(points)
+    runtime = SegmentRuntime.load(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", precision="bf16"))
+    assert runtime.segmenter.precision == "bf16"
+    reference = SegmentRuntime.load(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu")).process(points)
     assert (runtime.process(points).labels == reference.labels).mean() > 0.95  # bf16 rounding flips few points
     with pytest.raises(ValueError, match="precision"):
         RuntimeSettings(checkpoint="m.pt", precision="int8").validated()
@@ -279,9 +279,10 @@ def test_sparse_backend_setting_reaches_the_segmenter_and_matches_its_choices(ch
     from clip_seg3d_ros.sparse.backend import BACKENDS
 
     assert BACKENDS == SPARSE_BACKENDS
-    runtime = SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", sparse_backend="batched"))
-    assert runtime.processor.segmenter.sparse_backend == "batched"
-    reference = SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu")).process(points)
+    settings = RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", sparse_backend="batched")
+    runtime = SegmentRuntime.load(settings)
+    assert runtime.segmenter.sparse_backend == "batched"
+    reference = SegmentRuntime.load(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu")).process(points)
     result = runtime.process(points)
     np.testing.assert_array_equal(result.labels, reference.labels)
     np.testing.assert_allclose(result.scores, reference.scores, atol=1e-5)

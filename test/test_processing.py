@@ -1,4 +1,4 @@
-"""SweepProcessor, the node's and replay's processing path, and the point budget (max_points)."""
+"""SegmentRuntime, the node's and replay's processing path, and the point budget (max_points)."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from clip_seg3d_ros import Segmenter
 from clip_seg3d_ros.runtime.point_budget import assign_to_kept_voxels, evenly_spaced
-from clip_seg3d_ros.runtime.processor import STAGES, SweepProcessor
+from clip_seg3d_ros.runtime.runtime import STAGES, SegmentRuntime
 from clip_seg3d_ros.synthetic import LidarConfig, SyntheticWorld, WorldConfig
 
 
@@ -22,7 +22,7 @@ def segmenter(small_model):
 
 
 def test_labels_and_scores_are_the_segmenters_and_every_stage_is_timed(segmenter, points):
-    result = SweepProcessor(segmenter).process(points)
+    result = SegmentRuntime(segmenter).process(points)
     labels, scores = segmenter(points)
     assert result.labels.dtype == np.int32 and result.scores.dtype == np.float32
     np.testing.assert_array_equal(result.labels, labels)
@@ -34,25 +34,25 @@ def test_labels_and_scores_are_the_segmenters_and_every_stage_is_timed(segmenter
 
 
 def test_score_threshold_ignores_low_scores_and_keeps_their_scores(segmenter, points):
-    plain = SweepProcessor(segmenter).process(points)
+    plain = SegmentRuntime(segmenter).process(points)
     threshold = float(np.median(plain.scores))
-    result = SweepProcessor(segmenter, score_threshold=threshold).process(points)
+    result = SegmentRuntime(segmenter, score_threshold=threshold).process(points)
     low = plain.scores < threshold
     assert 0.3 < low.mean() < 0.7
     assert (result.labels[low] == -1).all()
     np.testing.assert_array_equal(result.labels[~low], plain.labels[~low])
     np.testing.assert_array_equal(result.scores, plain.scores)
     with pytest.raises(ValueError, match="score_threshold"):
-        SweepProcessor(segmenter, score_threshold=1.5)
+        SegmentRuntime(segmenter, score_threshold=1.5)
 
 
 def test_nan_rows_are_ignored_and_the_others_unchanged(segmenter, points):
-    clean = SweepProcessor(segmenter).process(points)
+    clean = SegmentRuntime(segmenter).process(points)
     dirty = points.copy()
     bad = np.arange(0, len(points), 97)
     dirty[bad, 1] = np.nan
     dirty[bad[::2], 2] = np.inf
-    result = SweepProcessor(segmenter).process(dirty)
+    result = SegmentRuntime(segmenter).process(dirty)
     assert (result.labels[bad] == -1).all() and (result.scores[bad] == 0).all()
     good = np.setdiff1d(np.arange(len(points)), bad)
     # Removing points changes voxel means only in the voxels they shared; most labels stay.
@@ -60,24 +60,24 @@ def test_nan_rows_are_ignored_and_the_others_unchanged(segmenter, points):
 
 
 def test_empty_sweep_and_malformed_points(segmenter):
-    result = SweepProcessor(segmenter).process(np.zeros((0, 4), dtype=np.float32))
+    result = SegmentRuntime(segmenter).process(np.zeros((0, 4), dtype=np.float32))
     assert result.labels.shape == result.scores.shape == (0,) and set(result.timings_ms) == set(STAGES)
-    result = SweepProcessor(segmenter).process(np.full((3, 4), np.nan, dtype=np.float32))
+    result = SegmentRuntime(segmenter).process(np.full((3, 4), np.nan, dtype=np.float32))
     assert (result.labels == -1).all() and (result.scores == 0).all()
     for bad in (np.zeros((5, 2)), np.zeros(5), np.array([["a", "b", "c"]])):
         with pytest.raises(ValueError, match="points must be"):
-            SweepProcessor(segmenter).process(bad)
+            SegmentRuntime(segmenter).process(bad)
     with pytest.raises(ValueError, match="max_points"):
-        SweepProcessor(segmenter, max_points=-1)
+        SegmentRuntime(segmenter, max_points=-1)
 
 
 def test_max_points_segments_an_even_subset_and_labels_every_point_through_voxels(segmenter, points):
     budget = len(points) // 3
-    result = SweepProcessor(segmenter, max_points=budget).process(points)
+    result = SegmentRuntime(segmenter, max_points=budget).process(points)
     assert result.labels.shape == (len(points),)
     kept = evenly_spaced(len(points), budget)
     # The kept points are labelled exactly as if they were the whole sweep.
-    alone = SweepProcessor(segmenter).process(points[kept])
+    alone = SegmentRuntime(segmenter).process(points[kept])
     np.testing.assert_array_equal(result.labels[kept], alone.labels)
     # A dropped point that shares its voxel with a kept point takes that voxel's label.
     voxel_size = segmenter.config.voxel_size
@@ -90,17 +90,17 @@ def test_max_points_segments_an_even_subset_and_labels_every_point_through_voxel
     # The rest find a kept voxel nearby, but for a few far points of this sparse sweep (metres between beams).
     ignored = result.labels < 0
     assert ignored.mean() < 0.01 and (np.linalg.norm(points[ignored, :2], axis=1) > 30).all()
-    again = SweepProcessor(segmenter, max_points=budget).process(points)
+    again = SegmentRuntime(segmenter, max_points=budget).process(points)
     np.testing.assert_array_equal(again.labels, result.labels)
     # A budget above the sweep's size changes nothing.
-    unlimited = SweepProcessor(segmenter).process(points)
-    np.testing.assert_array_equal(SweepProcessor(segmenter, max_points=len(points)).process(points).labels,
+    unlimited = SegmentRuntime(segmenter).process(points)
+    np.testing.assert_array_equal(SegmentRuntime(segmenter, max_points=len(points)).process(points).labels,
                                   unlimited.labels)
 
 
 def test_vocabulary_swap_through_the_processor(segmenter, small_model, points):
     _, vocabulary = small_model
-    processor = SweepProcessor(segmenter)
+    processor = SegmentRuntime(segmenter)
     processor.set_vocabulary(vocabulary.subset(["car", "road"]))
     assert processor.class_names == ["car", "road"]
     np.testing.assert_array_equal(processor.process(points).labels, segmenter(points)[0])

@@ -101,7 +101,7 @@ def checkpoint(samples, tmp_path_factory) -> Path:
 
 def node_runtime(checkpoint: Path, **settings) -> SegmentRuntime:
     """The runtime the node builds from these settings (on the CPU)."""
-    return SegmentRuntime(RuntimeSettings(checkpoint=str(checkpoint), device="cpu", **settings))
+    return SegmentRuntime.load(RuntimeSettings(checkpoint=str(checkpoint), device="cpu", **settings))
 
 
 def read_topic(path: Path, topic: str) -> list[tuple[int, object]]:
@@ -254,9 +254,7 @@ def test_bag_without_message_definitions_replays_like_a_humble_recording(samples
 class RecordingRuntime(SegmentRuntime):
     """The node's runtime, also keeping the camera frames each sweep was given."""
 
-    def __init__(self, settings):
-        super().__init__(settings)
-        self.frames = []
+    frames: list
 
     def process(self, points, camera_frames=()):
         self.frames.append(list(camera_frames))
@@ -264,7 +262,8 @@ class RecordingRuntime(SegmentRuntime):
 
 
 def test_use_cameras_gives_the_runtime_each_sweeps_camera_frames(bag, samples, checkpoint):
-    runtime = RecordingRuntime(RuntimeSettings(checkpoint=str(checkpoint), device="cpu"))
+    runtime = RecordingRuntime.load(RuntimeSettings(checkpoint=str(checkpoint), device="cpu"))
+    runtime.frames = []
     report = replay_bag(bag, runtime, use_cameras=True, progress=False)
     assert report.sweeps == 3 and not report.camera_issues
     for frames, sample in zip(runtime.frames, samples, strict=True):

@@ -88,8 +88,7 @@ from clip_seg3d_ros.ros.pointcloud2 import (
     read_xyz_intensity,
 )
 from clip_seg3d_ros.ros.tf import stamp_to_ns, transform_to_matrix
-from clip_seg3d_ros.runtime.processor import STAGES
-from clip_seg3d_ros.runtime.runtime import SegmentRuntime
+from clip_seg3d_ros.runtime.runtime import STAGES, SegmentRuntime
 from clip_seg3d_ros.runtime.settings import DESCRIPTIONS as RUNTIME_DESCRIPTIONS
 from clip_seg3d_ros.runtime.settings import RUNTIME_PARAMETERS, RuntimeSettings
 
@@ -108,7 +107,7 @@ class SegmentationNode(Node):
     def __init__(self) -> None:
         super().__init__(NODE_NAME)
         runtime_settings, self.settings = self._declare_parameters()
-        self.runtime = SegmentRuntime(runtime_settings)  # CheckpointError / ValueError: main() reports and exits
+        self.runtime = SegmentRuntime.load(runtime_settings)  # CheckpointError / ValueError: main() reports and exits
         self.stats = SweepStatistics()
         self.slot: LatestSlot[PointCloud2] = LatestSlot()
         self.cloud_types = PointCloud2Types.from_rclpy()

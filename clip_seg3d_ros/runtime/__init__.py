@@ -2,9 +2,8 @@
 
 - :mod:`~clip_seg3d_ros.runtime.settings`: the settings the node and replay share, with their validation;
 - :mod:`~clip_seg3d_ros.runtime.runtime`: :class:`SegmentRuntime`, built from those settings (checkpoint,
-  CLIP loaded offline only when needed, fusion) and reconfigured at runtime;
-- :mod:`~clip_seg3d_ros.runtime.processor`: :class:`SweepProcessor`, one sweep in, a label per point out,
-  each stage timed;
+  CLIP loaded offline only when needed, fusion), reconfigured at runtime, one sweep in and a label per point
+  out, each stage timed;
 - :mod:`~clip_seg3d_ros.runtime.point_budget`, :mod:`~clip_seg3d_ros.runtime.fusion`,
   :mod:`~clip_seg3d_ros.runtime.vocabulary_update`: the point budget, camera fusion and runtime vocabularies.
 """

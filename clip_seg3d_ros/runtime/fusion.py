@@ -56,7 +56,7 @@ class CameraFusion:
     - ``teacher``: a :class:`~clip_seg3d_ros.teacher.base.DenseTeacher` (``OpenClipTeacher`` on real images;
       ``SyntheticTeacher`` in tests on the synthetic world). Its embedding dimension must equal the
       vocabulary's: the text embeddings are the teacher's own, so both sides live in one space.
-    - ``vocabulary``: the classes, normally the segmenter's (:class:`~clip_seg3d_ros.runtime.processor.SweepProcessor`
+    - ``vocabulary``: the classes, normally the segmenter's (:class:`~clip_seg3d_ros.runtime.runtime.SegmentRuntime`
       keeps the two in step when the vocabulary changes at runtime).
     - ``weight``: w above; ``temperature``: of the 2D softmax; ``min_depth``: metres, nearer points are not
       projected (as :func:`~clip_seg3d_ros.geometry.camera.project_points`).

@@ -5,7 +5,7 @@
     python -m clip_seg3d_ros.tools.bench --checkpoint model.pt --device cuda
     python -m clip_seg3d_ros.tools.bench --device cuda --precision bf16  # the network under bf16 autocast
 
-Stages are the node's own, timed by the same code (:class:`clip_seg3d_ros.runtime.processor.SweepProcessor`):
+Stages are the node's own, timed by the same code (:class:`clip_seg3d_ros.runtime.runtime.SegmentRuntime`):
 preprocess (validation, NaN filtering, voxelization), inference (MinkUNet, projection, classifier, softmax),
 fusion (0 here: no cameras), postprocess (per-point labels and scores back on the host), total.
 Every run labels the scan from a new pose (:func:`moved_scans`), as a moving robot sees a new sweep each time:
@@ -36,7 +36,7 @@ from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_CLASSES
 from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.models import MINKUNET_PRESETS, ModelConfig, PointSegmentationNet
-from clip_seg3d_ros.runtime.processor import STAGES, SweepProcessor
+from clip_seg3d_ros.runtime.runtime import STAGES, SegmentRuntime
 from clip_seg3d_ros.runtime.settings import default_threads
 from clip_seg3d_ros.segmenter import PRECISIONS, Segmenter
 from clip_seg3d_ros.sparse.backend import BACKENDS
@@ -102,7 +102,7 @@ def moved_scans(points: np.ndarray, count: int, seed: int = 0) -> list[np.ndarra
     return scans
 
 
-def time_stages(processor: SweepProcessor, points: np.ndarray, warmup: int, repeats: int) -> dict[str, list[float]]:
+def time_stages(processor: SegmentRuntime, points: np.ndarray, warmup: int, repeats: int) -> dict[str, list[float]]:
     """Milliseconds of each stage for each of ``repeats`` sweeps after ``warmup`` untimed ones, every run on the
     scan from a new pose."""
     times: dict[str, list[float]] = {stage: [] for stage in STAGES}
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.num_threads or default_threads())  # the node's rule, so figures are the node's
     points = read_scan(args.points) if args.points else generated_sweep(args.num_points)
     segmenter, preset = build_segmenter(args, device)
-    times = time_stages(SweepProcessor(segmenter), points, args.warmup, args.repeats)
+    times = time_stages(SegmentRuntime(segmenter), points, args.warmup, args.repeats)
     result = {
         "device": device_description(device),
         "torch": torch.__version__,

@@ -68,8 +68,7 @@ from clip_seg3d_ros.ros.pointcloud2 import (
     xyz_intensity,
 )
 from clip_seg3d_ros.ros.tf import stamp_to_ns
-from clip_seg3d_ros.runtime.processor import STAGES
-from clip_seg3d_ros.runtime.runtime import SegmentRuntime
+from clip_seg3d_ros.runtime.runtime import STAGES, SegmentRuntime
 from clip_seg3d_ros.runtime.settings import DESCRIPTIONS, PRECISIONS, SPARSE_BACKENDS, RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -310,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        runtime = SegmentRuntime(runtime_settings(args))
+        runtime = SegmentRuntime.load(runtime_settings(args))
         report = replay_bag(
             args.bag, runtime, out=args.out, points_topic=args.points_topic, gt_topic=args.gt_topic,
             use_cameras=args.use_cameras, camera_max_offset_s=args.camera_max_offset,
