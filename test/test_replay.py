@@ -223,6 +223,26 @@ def test_replay_labels_every_sweep_like_the_segmenter(bag, samples, checkpoint, 
     assert written["latency_ms"]["total"]["p50"] >= written["latency_ms"]["inference"]["p50"]
 
 
+def test_replay_decodes_each_message_once(bag, checkpoint, tmp_path, monkeypatch):
+    # The network's input and the labelled output's fields come from one decoding of each sweep.
+    from clip_seg3d_ros.ros import pointcloud2
+    from clip_seg3d_ros.tools import replay
+
+    decoded = []  # the messages themselves, kept alive so that no two share an id
+
+    def counting_read_points(message):
+        decoded.append(message)
+        return pointcloud2_read_points(message)
+
+    pointcloud2_read_points = pointcloud2.read_points
+    monkeypatch.setattr(pointcloud2, "read_points", counting_read_points)
+    monkeypatch.setattr(replay, "read_points", counting_read_points)
+    report = replay_bag(bag, node_runtime(checkpoint), out=tmp_path / "labelled", progress=False)
+    assert report.sweeps == 3 and report.evaluated == 3
+    assert len(decoded) == 6  # three sweeps and their three ground-truth clouds
+    assert max(Counter(map(id, decoded)).values()) == 1
+
+
 def test_to_bag_command_writes_a_sqlite3_bag_that_replays(tmp_path, checkpoint):
     out = tmp_path / "kitti_like"
     assert to_bag.main(["--dataset", "synthetic", "--scenes", "1", "--seed", "5", "--out", str(out),

@@ -85,7 +85,8 @@ from clip_seg3d_ros.ros.pointcloud2 import (
     PointCloud2Types,
     create_labelled_cloud,
     create_rgb_cloud,
-    read_xyz_intensity,
+    read_points,
+    xyz_intensity,
 )
 from clip_seg3d_ros.ros.tf import stamp_to_ns, transform_to_matrix
 from clip_seg3d_ros.runtime.runtime import STAGES, SegmentRuntime
@@ -288,10 +289,12 @@ class SegmentationNode(Node):
                                         throttle_duration_sec=LOG_THROTTLE_S)
 
     def _process(self, cloud: PointCloud2) -> None:
-        points = read_xyz_intensity(cloud)
+        decoded = read_points(cloud)  # once: the network's input and the output cloud's fields both come from it
+        points = xyz_intensity(decoded)
         frames = self._camera_frames(cloud) if self.runtime.settings.use_cameras else []
         result = self.runtime.process(points, frames)
-        self.points_publisher.publish(create_labelled_cloud(cloud, result.labels, result.scores, self.cloud_types))
+        self.points_publisher.publish(create_labelled_cloud(cloud, result.labels, result.scores, self.cloud_types,
+                                                            decoded))
         if self.rgb_publisher is not None and self.rgb_publisher.get_subscription_count() > 0:
             colours = label_colors(result.labels, self._palette(result.class_names))
             self.rgb_publisher.publish(create_rgb_cloud(cloud.header, points[:, :3], colours, self.cloud_types,

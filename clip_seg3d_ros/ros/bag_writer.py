@@ -243,8 +243,10 @@ class LabelledBagWriter:
             raise BagError(f"cannot write the labelled bag: {one_line(error)}") from error
         self.connection = self.writer.add_connection(LABELLED_TOPIC, CLOUD_TYPE, typestore=self.typestore)
 
-    def write(self, message, labels: np.ndarray, scores: np.ndarray, log_time: int) -> None:
-        labelled = create_labelled_cloud(message, labels, scores, self.cloud_types)
+    def write(self, message, labels: np.ndarray, scores: np.ndarray, log_time: int,
+              points: np.ndarray | None = None) -> None:
+        """The labelled cloud of ``message`` (``points``: its decoded points, when the caller has them)."""
+        labelled = create_labelled_cloud(message, labels, scores, self.cloud_types, points)
         labelled.header = self._header(message.header)
         self.writer.write(self.connection, log_time, self.typestore.serialize_cdr(labelled, CLOUD_TYPE))
 

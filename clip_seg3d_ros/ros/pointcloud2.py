@@ -275,12 +275,14 @@ def labelled_point_dtype(dtype: np.dtype, big_endian: bool) -> np.dtype:
     })
 
 
-def create_labelled_cloud(msg, labels: np.ndarray, scores: np.ndarray, types: PointCloud2Types) -> Any:
+def create_labelled_cloud(msg, labels: np.ndarray, scores: np.ndarray, types: PointCloud2Types,
+                          points: np.ndarray | None = None) -> Any:
     """The input cloud ``msg`` with a ``label`` (UINT16, 65535 = ignored) and a ``score`` (FLOAT32) per point.
 
     Header, height, width and is_dense are the input's (the points are unchanged); row padding is dropped.
+    ``points``: ``read_points(msg)`` where the caller has it already, so that a sweep is decoded once.
     """
-    points = read_points(msg)
+    points = read_points(msg) if points is None else points
     labels = np.asarray(labels).reshape(-1)
     scores = np.asarray(scores).reshape(-1)
     if labels.shape != points.shape or scores.shape != points.shape:

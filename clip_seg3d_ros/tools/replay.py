@@ -205,7 +205,7 @@ def replay_bag(
                 report.timings_ms.setdefault(stage, []).append(value)
             if writer is not None:
                 started = time.perf_counter()
-                writer.write(message, result.labels, result.scores, log_time)
+                writer.write(message, result.labels, result.scores, log_time, points)
                 report.timings_ms.setdefault("encode", []).append(1000.0 * (time.perf_counter() - started))
             if gt_index is not None:
                 truth = _ground_truth(lookup, gt_topic, gt_index, stamp_ns, len(points), len(class_names),
