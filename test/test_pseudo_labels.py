@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from clip_seg3d_ros.geometry.camera import CameraProjection
+from clip_seg3d_ros.geometry.camera import CameraModel, CameraProjection, project_points, projection_cells
+from clip_seg3d_ros.models.classifier import CLIP_TEMPERATURE, dense_text_logits
 from clip_seg3d_ros.teacher import PseudoLabelSettings, dense_pseudo_labels, pseudo_labels_to_points
 
 # Three classes, text embeddings = the axes of R^3, temperature 0.1. The 2x2 feature map holds:
@@ -120,3 +121,33 @@ def test_the_more_confident_camera_wins():
 def test_pixels_outside_the_stated_image_size_are_an_error():
     with pytest.raises(ValueError, match="outside"):
         pseudo_labels_to_points(LABEL_MAPS[:1], [(2, 8)], PROJECTIONS[:1], num_points=8)
+
+
+def test_dense_text_logits_are_cosines_over_clips_temperature_cell_by_cell():
+    # The 2D side's one text classifier (pseudo labels and camera fusion) against a plain loop in float64.
+    generator = torch.Generator().manual_seed(4)
+    features, text = torch.randn(5, 3, 2, generator=generator), torch.randn(4, 5, generator=generator)
+    logits = dense_text_logits(features, text)
+    assert CLIP_TEMPERATURE == 0.01 and logits.shape == (6, 4)
+    for cell in range(6):
+        row, column = divmod(cell, 2)
+        feature = features[:, row, column].double()
+        for class_index in range(4):
+            cosine = feature @ text[class_index].double() / (feature.norm() * text[class_index].double().norm())
+            assert float(logits[cell, class_index]) == pytest.approx(float(cosine) / 0.01, rel=1e-5)
+    np.testing.assert_allclose(dense_text_logits(features, text, 0.5), logits * 0.01 / 0.5, rtol=1e-5)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        dense_text_logits(features, text, 0.0)
+    with pytest.raises(ValueError, match=r"dense features must be \(D=5, h, w\)"):
+        dense_text_logits(features[:4], text)
+
+
+def test_projection_cells_put_each_seen_point_in_the_cell_its_pixel_falls_in():
+    camera = CameraModel(name="cam", K=np.array([[10.0, 0, 4.5], [0, 10.0, 2.5], [0, 0, 1]]), width=10, height=6,
+                         lidar_to_camera=np.eye(4))
+    # Pixels (u, v): (4.5, 2.5) centre, (0, 0) top-left, (9.4, 5.4) bottom-right; one point behind the camera.
+    xyz = np.array([[0.0, 0.0, 1.0], [-0.45, -0.25, 1.0], [0.49, 0.29, 1.0], [0.0, 0.0, -1.0]])
+    projection = project_points(xyz, camera)
+    assert projection.point_indices.tolist() == [0, 1, 2]
+    # A 2 x 5 grid over the 6 x 10 image: cell (row * 2 // 6, column * 5 // 10).
+    assert projection_cells(projection, (6, 10), (2, 5)).tolist() == [1 * 5 + 2, 0, 1 * 5 + 4]

@@ -133,3 +133,15 @@ def pixel_cells(
     """
     (height, width), (grid_height, grid_width) = image_size, grid_size
     return (np.asarray(rows) * grid_height // height) * grid_width + np.asarray(columns) * grid_width // width
+
+
+def projection_cells(
+    projection: CameraProjection, image_size: tuple[int, int], grid_size: tuple[int, int]
+) -> np.ndarray:
+    """(M,) flat feature cell of each point ``projection`` sees: its pixel's :func:`pixel_cells` on an h x w grid.
+
+    The one transfer from points to a dense teacher's cells, for training (pseudo labels, MCFA's patches),
+    camera fusion and the tests. ``image_size`` = (H, W) of the camera's image, ``grid_size`` = (h, w).
+    """
+    rows, columns = projection.pixel_indices()
+    return pixel_cells(rows, columns, image_size, grid_size)

@@ -8,6 +8,24 @@ from torch.nn import functional as F
 
 from clip_seg3d_ros.vocabulary import Vocabulary
 
+CLIP_TEMPERATURE = 0.01
+"""CLIP's own softmax temperature (its logit scale is 100), and MaskCLIP's: the default of the 3D head
+(:class:`~clip_seg3d_ros.models.network.ModelConfig`), of the 2D pseudo labels and of camera fusion. CLIP's class
+texts lie close together, so a larger temperature would leave every class nearly equally likely."""
+
+
+def dense_text_logits(features: torch.Tensor, text: torch.Tensor,
+                      temperature: float = CLIP_TEMPERATURE) -> torch.Tensor:
+    """(h * w, C) float32 cosine / temperature between every cell of (D, h, w) dense features (row-major cells)
+    and (C, D) class text embeddings: the 2D side's one text classifier (pseudo labels and camera fusion)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if features.ndim != 3 or features.shape[0] != text.shape[1]:
+        raise ValueError(f"dense features must be (D={text.shape[1]}, h, w), got {tuple(features.shape)}")
+    cells = F.normalize(features.float().flatten(1), dim=0)  # (D, h*w)
+    text = F.normalize(text.float(), dim=1).to(cells.device)
+    return (text @ cells).T / temperature
+
 
 class TextClassifier(nn.Module):
     """logits = (normalize(f) @ normalize(T).T - calibration_bias * seen) / temperature.

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 from torch import nn
 
+from clip_seg3d_ros.models.classifier import CLIP_TEMPERATURE
 from clip_seg3d_ros.models.minkunet import MINKUNET_PRESETS, MinkUNet
 from clip_seg3d_ros.sparse import SparseTensor
 
@@ -25,7 +26,7 @@ class ModelConfig:
     voxel_size: float = 0.05
     use_intensity: bool = True
     intensity_scale: float = 1.0
-    temperature: float = 0.01  # of the text-embedding head: CLIP's own (its class texts are close together)
+    temperature: float = CLIP_TEMPERATURE  # of the text-embedding head
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> ModelConfig:

@@ -14,9 +14,9 @@ two extremes. The default weight, 0.5, is ours, not a published value.)
 
 The 2D probabilities: the teacher's dense features (``encode_frames``: (D, h, w) per frame, unit along D)
 against the SAME text embeddings as the 3D classifier (the segmenter's vocabulary), as cosine / temperature
-with CLIP's own temperature 0.01 (logit scale 100; the one :mod:`clip_seg3d_ros.teacher.pseudo_labels`
-uses), softmax over the classes. A point takes the feature cell its pixel falls in (cell (r h // H, c w // W)
-of an H x W image, the teacher protocol's grid, as :func:`~clip_seg3d_ros.teacher.pseudo_labels_to_points`).
+with CLIP's own temperature (:data:`~clip_seg3d_ros.models.classifier.CLIP_TEMPERATURE`, as the pseudo labels;
+:func:`~clip_seg3d_ros.models.classifier.dense_text_logits`), softmax over the classes. A point takes the
+feature cell its pixel falls in (:func:`~clip_seg3d_ros.geometry.camera.projection_cells`, as training does).
 A point seen by several cameras takes the mean of their 2D probabilities. The 3D classifier's calibration
 bias does not apply to the 2D side: CLIP saw no 3D labels, so it has no bias towards the seen classes.
 """
@@ -30,7 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clip_seg3d_ros.geometry.camera import pixel_cells, project_points
+from clip_seg3d_ros.geometry.camera import project_points, projection_cells
+from clip_seg3d_ros.models.classifier import CLIP_TEMPERATURE, dense_text_logits
 from clip_seg3d_ros.runtime.settings import check_unit_interval
 from clip_seg3d_ros.sample import CameraFrame
 from clip_seg3d_ros.vocabulary import Vocabulary
@@ -38,7 +39,6 @@ from clip_seg3d_ros.vocabulary import Vocabulary
 if TYPE_CHECKING:  # the teacher package imports open_clip, which the 3D-only path never needs
     from clip_seg3d_ros.teacher.base import DenseTeacher
 
-CLIP_TEMPERATURE = 0.01  # CLIP's logit scale is 100
 DEFAULT_FUSION_WEIGHT = 0.5
 
 
@@ -71,7 +71,7 @@ class CameraFusion:
         temperature: float = CLIP_TEMPERATURE,
         min_depth: float = 0.1,
     ) -> None:
-        if temperature <= 0:
+        if temperature <= 0:  # refused here, not at the first sweep
             raise ValueError(f"fusion temperature must be positive, got {temperature}")
         self.teacher = teacher
         self.temperature = float(temperature)
@@ -98,13 +98,7 @@ class CameraFusion:
 
     def cell_probabilities(self, features: torch.Tensor) -> torch.Tensor:
         """(h * w, C) class probabilities of every cell of one frame's (D, h, w) features (row-major cells)."""
-        if features.ndim != 3 or features.shape[0] != self._text.shape[1]:
-            raise ValueError(
-                f"teacher features must be (D={self._text.shape[1]}, h, w), got {tuple(features.shape)}"
-            )
-        cells = F.normalize(features.float().flatten(1), dim=0)  # (D, h*w)
-        text = self._text.to(cells.device)
-        return torch.softmax((text @ cells).T / self.temperature, dim=1)
+        return torch.softmax(dense_text_logits(features, self._text, self.temperature), dim=1)
 
     def image_probabilities(self, xyz: np.ndarray, frames: Sequence[CameraFrame]) -> tuple[np.ndarray, torch.Tensor]:
         """The points of ``xyz`` (N, 3) that a camera sees, and their 2D class probabilities.
@@ -131,8 +125,7 @@ class CameraFusion:
             camera, projection = frames[index].camera, projections[index]
             probabilities = self.cell_probabilities(frame_features).cpu()
             height, width = frame_features.shape[1:]
-            rows, columns = projection.pixel_indices()
-            cell = pixel_cells(rows, columns, (camera.height, camera.width), (height, width))
+            cell = projection_cells(projection, (camera.height, camera.width), (height, width))
             points = torch.from_numpy(projection.point_indices)
             total.index_add_(0, points, probabilities[torch.from_numpy(cell)])
             views.index_add_(0, points, torch.ones(len(points)))

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from clip_seg3d_ros.geometry.camera import CameraProjection, pixel_cells
+from clip_seg3d_ros.geometry.camera import CameraProjection, projection_cells
+from clip_seg3d_ros.models.classifier import CLIP_TEMPERATURE, dense_text_logits
 from clip_seg3d_ros.sample import IGNORE_INDEX
 
 
@@ -31,11 +31,11 @@ class PseudoLabelSettings:
     """Settings of :func:`dense_pseudo_labels` (a training config's ``teacher.pseudo_labels``); pass them on with
     ``**dataclasses.asdict(settings)``.
 
-    temperature 0.01 is CLIP's own logit scale (100) and MaskCLIP's; the two thresholds are our defaults,
-    not values from the paper (which does not publish them).
+    The temperature is CLIP's own (:data:`~clip_seg3d_ros.models.classifier.CLIP_TEMPERATURE`); the two thresholds
+    are our defaults, not values from the paper (which does not publish them).
     """
 
-    temperature: float = 0.01
+    temperature: float = CLIP_TEMPERATURE
     prompt_score_threshold: float = 0.5
     confidence_threshold: float = 0.5
 
@@ -55,16 +55,13 @@ def dense_pseudo_labels(
     here, so the logits are cosine similarities / temperature. ``confidence`` is the recomputed probability
     of the argmax class at every cell (0 where no class survived denoising), labelled or not.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
     num_classes = text_embeddings.shape[0]
     allowed = torch.ones(num_classes, dtype=torch.bool) if allowed is None else torch.as_tensor(allowed).bool()
     if allowed.shape != (num_classes,):
         raise ValueError(f"allowed must be ({num_classes},) for {num_classes} classes, got {tuple(allowed.shape)}")
 
     height, width = features.shape[1:]
-    cells = F.normalize(features.float().flatten(1), dim=0)  # (D, h*w)
-    logits = F.normalize(text_embeddings.float(), dim=1) @ cells / temperature  # (C, h*w)
+    logits = dense_text_logits(features, text_embeddings, temperature).T  # (C, h*w)
     kept = logits.softmax(dim=0).amax(dim=1) >= prompt_score_threshold
     if not kept.any():
         return (
@@ -109,7 +106,7 @@ def pseudo_labels_to_points(
         inside = (rows >= 0) & (rows < image_height) & (columns >= 0) & (columns < image_width)
         if not inside.all():
             raise ValueError(f"camera {projection.camera}: pixels outside its {image_height}x{image_width} image")
-        cells = pixel_cells(rows, columns, (image_height, image_width), (map_height, map_width))
+        cells = projection_cells(projection, (image_height, image_width), (map_height, map_width))
         labels = label_map.reshape(-1)[cells]
         labelled = labels != IGNORE_INDEX
         points, labels = projection.point_indices[labelled], labels[labelled]

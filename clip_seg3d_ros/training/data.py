@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clip_seg3d_ros.geometry.camera import pixel_cells, project_points
+from clip_seg3d_ros.geometry.camera import project_points, projection_cells
 from clip_seg3d_ros.sample import IGNORE_INDEX, DatasetError, Sample
 from clip_seg3d_ros.teacher import DenseTeacher, OpenClipTeacher, SyntheticTeacher
 from clip_seg3d_ros.teacher.pseudo_labels import dense_pseudo_labels
@@ -198,8 +198,7 @@ class SamplePreparer:
             grid_h, grid_w = cells.shape
             image_h, image_w = frame.image.shape[:2]
             projection = project_points(points[:, :3], frame.camera)
-            rows, columns = projection.pixel_indices()
-            cell = offset + pixel_cells(rows, columns, (image_h, image_w), (grid_h, grid_w))
+            cell = offset + projection_cells(projection, (image_h, image_w), (grid_h, grid_w))
             score = confidence.numpy().ravel()[cell - offset]
             better = score > best[projection.point_indices]
             point_cell[projection.point_indices[better]] = cell[better]
