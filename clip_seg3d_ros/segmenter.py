@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from clip_seg3d_ros.checkpoint import load_model
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet, TextClassifier
 from clip_seg3d_ros.sample import IGNORE_INDEX
 from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, select_backend
+from clip_seg3d_ros.sparse.coords import COORD_LIMIT
 from clip_seg3d_ros.vocabulary import Vocabulary
 from clip_seg3d_ros.voxelize import Voxelization, voxelize
 
@@ -27,17 +28,28 @@ PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat1
 """Inference precision of the network: float32, or autocast to bfloat16 / float16 (see :class:`Segmenter`)."""
 
 
+MAX_SCALED_INTENSITY = 100.0
+"""A point whose intensity, divided by the model's ``intensity_scale``, lies beyond +-this is kept out of the
+network: 100 times the range the network was trained on is a broken reading, and one such value would make
+its voxel's mean, and from there every feature of the sweep, overflow."""
+
+UNUSABLE_REASONS = ("non-finite coordinates", "outside the voxel grid", "bad intensity")
+"""Why a point is kept out of the network (:func:`unusable_points`); it is labelled ignored, and counted."""
+
+
 @dataclass
 class PreparedSweep:
     """One sweep after :meth:`Segmenter.preprocess`.
 
-    ``point_voxel`` (N,) int64 on the device: the row in ``voxels`` of each input point, -1 for a point with a
-    NaN/inf coordinate; ``voxels`` and ``sparse`` (the network's input) are None when no point is valid.
+    ``point_voxel`` (N,) int64 on the device: the row in ``voxels`` of each input point, -1 for a point kept out
+    of the network (:func:`unusable_points`); ``voxels`` and ``sparse`` (the network's input) are None when no
+    point is usable; ``unusable`` counts the points kept out, by reason.
     """
 
     point_voxel: torch.Tensor
     voxels: Voxelization | None = None
     sparse: SparseTensor | None = None
+    unusable: dict[str, int] = field(default_factory=dict)
 
 
 def validate_points(points: np.ndarray) -> np.ndarray:
@@ -48,6 +60,28 @@ def validate_points(points: np.ndarray) -> np.ndarray:
     if not np.issubdtype(points.dtype, np.number):
         raise ValueError(f"points must be numeric, got dtype {points.dtype}")
     return points.astype(np.float32, copy=False)
+
+
+def unusable_points(points: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, dict[str, int]]:
+    """(N,) bool of the points the network cannot take, and their count by reason (:data:`UNUSABLE_REASONS`).
+
+    A point is kept out, never the whole sweep, when a coordinate is NaN/inf, when its voxel lies outside the
+    grid that voxel hashing addresses (:data:`~clip_seg3d_ros.sparse.coords.COORD_LIMIT` voxels from the sensor:
+    about 820 m at 5 cm), or, for a model that reads intensity, when its intensity is NaN/inf or beyond
+    :data:`MAX_SCALED_INTENSITY`. ``points`` as :func:`validate_points` returns them.
+    """
+    xyz = points[:, :3]
+    non_finite = ~np.isfinite(xyz).all(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        cells = np.floor(xyz / np.float32(config.voxel_size))
+        outside = ~non_finite & ((cells < -COORD_LIMIT) | (cells >= COORD_LIMIT)).any(axis=1)
+        bad_intensity = np.zeros(len(points), dtype=bool)
+        if config.use_intensity and points.shape[1] > 3:
+            scaled = np.abs(points[:, 3].astype(np.float64)) / config.intensity_scale
+            bad_intensity = ~non_finite & ~outside & ~(scaled <= MAX_SCALED_INTENSITY)  # NaN compares False
+    counts = dict(zip(UNUSABLE_REASONS, (int(non_finite.sum()), int(outside.sum()), int(bad_intensity.sum())),
+                      strict=True))
+    return non_finite | outside | bad_intensity, {reason: count for reason, count in counts.items() if count}
 
 
 def point_features(points: torch.Tensor, config: ModelConfig) -> torch.Tensor:
@@ -90,8 +124,9 @@ class Segmenter:
     >>> segmenter = Segmenter.from_checkpoint("model.pt", device="cuda")
     >>> labels, scores = segmenter(points)  # points: (N, >=3) float32 x, y, z[, intensity]
 
-    ``labels`` (N,) int32 are indices into ``segmenter.class_names``, -1 for points with NaN/inf
-    coordinates; ``scores`` (N,) float32 are the softmax probabilities of those labels (0 where ignored).
+    ``labels`` (N,) int32 are indices into ``segmenter.class_names``, -1 for points the network cannot take
+    (:func:`unusable_points`: NaN/inf coordinates, off the voxel grid, a broken intensity); ``scores`` (N,)
+    float32 are the softmax probabilities of those labels (0 where ignored).
 
     ``precision`` ("fp32", "bf16" or "fp16", see :data:`PRECISIONS`): "bf16"/"fp16" run the network under
     autocast (its matmuls in that dtype: faster on GPUs and on CPUs with bf16 units); the classifier always
@@ -162,16 +197,17 @@ class Segmenter:
         return point_labels.cpu().numpy().astype(np.int32), point_scores.cpu().numpy()
 
     def preprocess(self, points: np.ndarray) -> PreparedSweep:
-        """NaN/inf filtering and voxelization on the device of (N, >=3) float32 ``points``, as
-        :func:`validate_points` returns them (validated once, where a sweep comes in)."""
-        valid = np.isfinite(points[:, :3]).all(axis=1)
+        """Voxelization on the device of the usable points (:func:`unusable_points`) of (N, >=3) float32
+        ``points``, as :func:`validate_points` returns them (validated once, where a sweep comes in)."""
+        unusable, counts = unusable_points(points, self.config)
+        valid = ~unusable
         point_voxel = torch.full((len(points),), -1, dtype=torch.int64, device=self.device)
         if not valid.any():
-            return PreparedSweep(point_voxel=point_voxel)
+            return PreparedSweep(point_voxel=point_voxel, unusable=counts)
         kept = torch.from_numpy(np.ascontiguousarray(points[valid])).to(self.device, non_blocking=True)
         voxels, sparse = network_input(kept, self.config, self.sparse_backend)
         point_voxel[torch.from_numpy(valid).to(self.device)] = voxels.point_to_voxel
-        return PreparedSweep(point_voxel=point_voxel, voxels=voxels, sparse=sparse)
+        return PreparedSweep(point_voxel=point_voxel, voxels=voxels, sparse=sparse, unusable=counts)
 
     @torch.inference_mode()
     def infer_logits(self, prepared: PreparedSweep) -> torch.Tensor:

@@ -27,10 +27,12 @@ On CUDA every stage boundary synchronizes the device, so a stage's time is its o
 of kernels launched before it.
 
 Output: one entry per input point, always. ``labels`` are indices into :attr:`SegmentRuntime.class_names`
-or -1 (ignored) for a point with a NaN/inf coordinate, a point whose score is below ``score_threshold``,
-and a point left without a voxel by the point budget. ``scores`` are the probabilities of the winning
-class (after fusion), 0 where the point has no result at all; a point under the threshold keeps its score,
-so a consumer can see how close it came.
+or -1 (ignored) for a point the network cannot take (NaN/inf coordinates, off the voxel grid, a broken
+intensity: counted in :attr:`SweepResult.unusable_points`), a point whose score is below
+``score_threshold``, and a point left without a voxel by the point budget. ``scores`` are the probabilities
+of the winning class (after fusion), 0 where the point has no result at all; a point under the threshold
+keeps its score, so a consumer can see how close it came. A sweep whose probabilities are not finite is
+refused (:class:`NonFiniteOutputError`): no labels rather than wrong ones.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,7 +60,7 @@ from clip_seg3d_ros.runtime.settings import (
 )
 from clip_seg3d_ros.runtime.vocabulary_update import clean_class_names, resolve_vocabulary
 from clip_seg3d_ros.sample import IGNORE_INDEX, CameraFrame
-from clip_seg3d_ros.segmenter import Segmenter, validate_points, voxel_results_to_points
+from clip_seg3d_ros.segmenter import Segmenter, unusable_points, validate_points, voxel_results_to_points
 from clip_seg3d_ros.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # the teacher package imports open_clip: loaded only when a teacher is built
@@ -91,12 +93,30 @@ def open_clip_teacher(settings: RuntimeSettings, checkpoint: Checkpoint, device:
 @dataclass
 class SweepResult:
     """``labels`` (N,) int32 (-1: ignored) index ``class_names`` (the vocabulary this sweep was labelled with),
-    ``scores`` (N,) float32, ``timings_ms`` {stage: milliseconds}."""
+    ``scores`` (N,) float32, ``timings_ms`` {stage: milliseconds}, ``unusable_points`` {reason: count} of the
+    points kept out of the network (:func:`~clip_seg3d_ros.segmenter.unusable_points`)."""
 
     labels: np.ndarray
     scores: np.ndarray
     timings_ms: dict[str, float]
     class_names: tuple[str, ...] = ()
+    unusable_points: dict[str, int] = field(default_factory=dict)
+
+
+class NonFiniteOutputError(ValueError):
+    """The network's (or the fusion's) class probabilities hold NaN/inf: the sweep has no labels to publish.
+
+    Points the network cannot take are kept out of it (:func:`~clip_seg3d_ros.segmenter.unusable_points`), and
+    settings are checked finite, so what is left is a broken checkpoint or CLIP model, or a numerical fault."""
+
+
+def check_finite_output(probabilities: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteOutputError` when ``probabilities`` hold a NaN or inf, naming how many rows do."""
+    finite = torch.isfinite(probabilities).all(dim=1)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise NonFiniteOutputError(f"non-finite class probabilities in {bad} of {len(finite)} voxels: the sweep is not "
+                              "labelled (a broken checkpoint or CLIP model?)")
 
 
 class _StageClock:
@@ -291,21 +311,22 @@ class SegmentRuntime:
         points = validate_points(points)
         num_points = len(points)
         # The point budget can only apply to a sweep with more points than it: otherwise the segmenter's own
-        # preprocessing (validation, NaN filtering) is all, and nothing is computed twice.
-        valid_rows = kept_rows = None
+        # preprocessing is all, and nothing is computed twice.
+        usable_rows = kept_rows = None
         if self.max_points and num_points > self.max_points:
-            valid_rows = np.flatnonzero(np.isfinite(points[:, :3]).all(axis=1))
-            if len(valid_rows) > self.max_points:
-                kept_rows = valid_rows[evenly_spaced(len(valid_rows), self.max_points)]
+            unusable, unusable_counts = unusable_points(points, segmenter.config)
+            usable_rows = np.flatnonzero(~unusable)
+            if len(usable_rows) > self.max_points:
+                kept_rows = usable_rows[evenly_spaced(len(usable_rows), self.max_points)]
         if kept_rows is None:
             prepared = segmenter.preprocess(points)
-            point_voxel = prepared.point_voxel
+            point_voxel, unusable_counts = prepared.point_voxel, prepared.unusable
         else:
             prepared = segmenter.preprocess(points[kept_rows])
             # Row of each input point's voxel (-1: none): kept points from the voxelization, the others by lookup.
             point_voxel = torch.full((num_points,), -1, dtype=torch.int64, device=device)
             point_voxel[torch.from_numpy(kept_rows).to(device)] = prepared.point_voxel
-            dropped = np.setdiff1d(valid_rows, kept_rows, assume_unique=True)
+            dropped = np.setdiff1d(usable_rows, kept_rows, assume_unique=True)
             xyz = torch.from_numpy(np.ascontiguousarray(points[dropped, :3])).to(device)
             point_voxel[torch.from_numpy(dropped).to(device)] = assign_to_kept_voxels(
                 xyz, prepared.voxels.coords, segmenter.config.voxel_size
@@ -313,10 +334,13 @@ class SegmentRuntime:
         clock.mark("preprocess")
 
         probabilities = torch.softmax(segmenter.infer_logits(prepared), dim=1)
+        check_finite_output(probabilities)
         voxel_scores, voxel_labels = probabilities.max(dim=1)
         clock.mark("inference")
 
         fused_rows, fused = self._fuse(points, camera_frames, point_voxel, probabilities)
+        if fused is not None:
+            check_finite_output(fused)
         clock.mark("fusion")
 
         labels, scores = voxel_results_to_points(point_voxel, voxel_labels, voxel_scores)
@@ -330,7 +354,7 @@ class SegmentRuntime:
             labels_np[scores_np < self.score_threshold] = IGNORE_INDEX
         clock.mark("postprocess")
         return SweepResult(labels=labels_np, scores=scores_np, timings_ms=clock.finish(),
-                           class_names=tuple(segmenter.class_names))
+                           class_names=tuple(segmenter.class_names), unusable_points=unusable_counts)
 
     def _fuse(
         self,
