@@ -1,17 +1,25 @@
 """The GPU check script's dry run on the CPU: every section runs and reports, so that a scarce GPU session spends
-its minutes measuring, not finding a bug in the script."""
+its minutes measuring, not finding a bug in the script. Run as the GPU session runs it: ``python3
+benchmarks/gpu_check.py`` from the repository root with ``.`` on PYTHONPATH (the checkout, not an install)."""
 
 import json
+import os
+import subprocess
+import sys
 
-from clip_seg3d_ros.tools import gpu_check
-from clip_seg3d_ros.tools.bench import generated_sweep
+from conftest import REPO_ROOT
+
+from scans import generated_sweep
 
 
-def test_gpu_check_dry_run_reports_every_section(tmp_path, capsys):
+def test_gpu_check_dry_run_reports_every_section(tmp_path):
     path = tmp_path / "sweep.bin"  # a generated sweep in KITTI's format: runs where the sample data is absent too
     generated_sweep(num_points=8_000).tofile(path)
-    gpu_check.main(["--points", str(path), "--device", "cpu", "--quick"])
-    result = json.loads(capsys.readouterr().out)
+    env = {**os.environ, "PYTHONPATH": "."}  # the recipe's PYTHONPATH (less the transforms3d wheel: installed here)
+    completed = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--points", str(path), "--device", "cpu",
+                                "--quick"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
     errors = {name: section["error"] for name, section in result.items()
               if isinstance(section, dict) and "error" in section}
     assert errors == {}
