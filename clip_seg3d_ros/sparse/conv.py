@@ -118,9 +118,9 @@ ONEDNN_MIN_MULTIPLY_ADDS = 1 << 21
 """A CPU float32 convolution matmul runs on oneDNN from this many multiply-adds (rows x C_in x C_out) per
 thread, twice that with fewer than 32 channels in or out; below, on MKL (``mm``): a oneDNN call costs more than
 ``mm`` and copies its product, which only a matmul large enough for oneDNN's faster kernels (on the CPUs
-:func:`cpu_prefers_onednn` names) repays. The weight gradient's matmuls
-(channels x pairs x channels) stay on ``mm``, where oneDNN is not faster at this network's widths. The
-measurements behind the threshold are in docs/benchmarks.md."""
+:func:`cpu_prefers_onednn` names) repays. The weight gradient's matmuls (channels x pairs x channels) stay on
+``mm``, where oneDNN is not faster at this network's widths. The measurements behind the threshold are in
+docs/benchmarks.md."""
 
 ONEDNN_BYTES_PER_CALL = 1 << 21
 """oneDNN's matmul has no ``out=``: it is called on row blocks whose products take at most 2 MB, so that each
