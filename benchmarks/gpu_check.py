@@ -65,8 +65,8 @@ def bench_runs(points: str, device: str, quick: bool) -> list[dict]:
         args = ["--points", points, "--preset", preset, "--precision", precision, "--device", device,
                 "--backend", backend, *repeats]
         result = printed_json(lambda argv: node_latency.run(node_latency.parse_args(argv)), args)
-        runs.append({key: result[key] for key in ("preset", "precision", "voxels", "device", "sparse_backend")}
-                    | {"ms": result["ms"]})
+        kept = ("preset", "precision", "voxels", "device", "sparse_backend", "onednn_matmuls")
+        runs.append({key: result[key] for key in kept} | {"ms": result["ms"]})
     return runs
 
 

@@ -9,6 +9,7 @@ import sys
 
 from conftest import REPO_ROOT
 
+from clip_seg3d_ros.sparse.conv import cpu_prefers_onednn, onednn_linear_available
 from scans import generated_sweep
 
 
@@ -29,6 +30,9 @@ def test_gpu_check_dry_run_reports_every_section(tmp_path):
     runs = {(run["precision"], run["sparse_backend"]) for run in result["bench"]}
     assert runs == {(precision, backend) for precision in ("fp32", "bf16") for backend in ("native", "batched")}
     assert all(run["ms"]["total"]["median"] > 0 for run in result["bench"])
+    auto = onednn_linear_available() and cpu_prefers_onednn()  # what cpu_matmul auto runs on this CPU
+    assert all(run["onednn_matmuls"] is auto for run in result["bench"])
+    assert result["sparse"]["onednn_matmuls"] is auto
     for section in ("sparse", "sparse_batched"):
         ops = result[section]["settings"]["0.3 m, 1 thread"]["ops"]
         assert all(op["native_ms"] > 0 for op in ops.values())
