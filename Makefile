@@ -38,8 +38,9 @@ test: lint ros-setup
 test-fast: lint ros-setup
 	$(NETNS) $(BIN)/python -m pytest -m "not slow"
 
+# The node's per-stage latency on a generated sweep (a script of benchmarks/, not installed with the package).
 bench: setup
-	$(BIN)/python -m clip_seg3d_ros.tools.bench $(ARGS)
+	$(BIN)/python benchmarks/node_latency.py $(ARGS)
 
 # The main job on a machine without data: train on the synthetic world, evaluate, say where the results are.
 demo: setup

@@ -39,13 +39,12 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=7", "ruff>=0.5", "hypothesis>=6"],
-        # Only the peer benchmark (clip_seg3d_ros.tools.sparse_bench) uses it; the package never imports it.
+        # Only the peer benchmark (benchmarks/sparse_bench.py, not installed) uses it; the package never imports it.
         "spconv": ["spconv==2.3.8"],
     },
     zip_safe=True,
     entry_points={
         "console_scripts": [
-            f"clip_seg3d_bench = {PACKAGE}.tools.bench:main",
             f"clip_seg3d_replay = {PACKAGE}.tools.replay:main",
             f"clip_seg3d_to_bag = {PACKAGE}.tools.to_bag:main",
             f"segment = {PACKAGE}.nodes.segment_node:main",

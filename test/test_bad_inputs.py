@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from rosbags.rosbag2 import Writer
 from rosbags.typesys import Stores, get_typestore
 
+import node_latency
 from clip_seg3d_ros.checkpoint import CheckpointError, load_model
 from clip_seg3d_ros.ros.pointcloud2 import (
     PointCloud2Error,
@@ -36,7 +37,7 @@ from clip_seg3d_ros.ros.pointcloud2 import (
 )
 from clip_seg3d_ros.runtime.runtime import SegmentRuntime
 from clip_seg3d_ros.runtime.settings import RuntimeSettings
-from clip_seg3d_ros.tools import bench, replay, to_bag
+from clip_seg3d_ros.tools import replay, to_bag
 
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 TYPES = PointCloud2Types.from_rosbags(TYPESTORE)
@@ -473,7 +474,7 @@ def test_bench_command_gives_one_error_line(arguments, words, tmp_path, capsys):
     filled = [argument.format(tmp=tmp_path, seven=tmp_path / "seven.bin", objects=tmp_path / "objects.npy",
                               flat=tmp_path / "flat.npy", random=tmp_path / "random.pt") for argument in arguments]
     common = ["--preset", "small", "--num-points", "1000", "--warmup", "0", "--repeats", "1"]
-    assert bench.main([*common, *filled]) == 1
+    assert node_latency.main([*common, *filled]) == 1
     _assert_one_error_line(capsys, words)
 
 
@@ -521,11 +522,11 @@ def test_to_bag_command_gives_one_error_line_and_no_partial_bag(arguments, words
 
 
 ARGPARSE_CASES = [
-    (bench.main, ["--repeats", "0"], "argument --repeats: must be an integer >= 1"),
-    (bench.main, ["--warmup", "-1"], "argument --warmup: must be an integer >= 0"),
-    (bench.main, ["--num-points", "0"], "argument --num-points: must be an integer >= 1"),
-    (bench.main, ["--voxel-size", "nan"], "argument --voxel-size: must be a number of metres > 0"),
-    (bench.main, ["--voxel-size", "0"], "argument --voxel-size: must be a number of metres > 0"),
+    (node_latency.main, ["--repeats", "0"], "argument --repeats: must be an integer >= 1"),
+    (node_latency.main, ["--warmup", "-1"], "argument --warmup: must be an integer >= 0"),
+    (node_latency.main, ["--num-points", "0"], "argument --num-points: must be an integer >= 1"),
+    (node_latency.main, ["--voxel-size", "nan"], "argument --voxel-size: must be a number of metres > 0"),
+    (node_latency.main, ["--voxel-size", "0"], "argument --voxel-size: must be a number of metres > 0"),
     (to_bag.main, ["--dataset", "synthetic", "--scenes", "0", "--out", "x"], "argument --scenes: must be an"),
     (to_bag.main, ["--dataset", "synthetic", "--limit", "-2", "--out", "x"], "argument --limit: must be an"),
     (replay.main, ["bag"], "the following arguments are required: --checkpoint"),

@@ -148,11 +148,11 @@ def test_fuse_probabilities_and_the_checks():
         CameraFusion(teacher, vocabulary, temperature=0)
 
 
-def test_processor_keeps_the_fusions_vocabulary_in_step(segmenter, teacher):
+def test_the_runtime_keeps_the_fusions_vocabulary_in_step(segmenter, teacher):
     fusion = CameraFusion(teacher, segmenter.vocabulary)
-    processor = SegmentRuntime(Segmenter(segmenter.model, segmenter.vocabulary), fusion=fusion)
-    processor.set_vocabulary(segmenter.vocabulary.subset(["road", "car"]))
-    assert fusion.vocabulary.names == processor.class_names == ["road", "car"]
+    runtime = SegmentRuntime(Segmenter(segmenter.model, segmenter.vocabulary), fusion=fusion)
+    runtime.set_vocabulary(segmenter.vocabulary.subset(["road", "car"]))
+    assert fusion.vocabulary.names == runtime.class_names == ["road", "car"]
     with pytest.raises(ValueError, match="dimension"):
-        processor.set_vocabulary(Vocabulary(["x"], torch.ones(1, 7)))
-    assert fusion.vocabulary.names == processor.class_names == ["road", "car"]
+        runtime.set_vocabulary(Vocabulary(["x"], torch.ones(1, 7)))
+    assert fusion.vocabulary.names == runtime.class_names == ["road", "car"]

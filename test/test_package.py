@@ -1,12 +1,13 @@
 """The package installs as described, shows its architecture in its tree, and imports without ROS."""
 
 import ast
+import importlib
+import json
 import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-import pytest
 from conftest import REPO_ROOT
 
 PACKAGE_DIR = REPO_ROOT / "clip_seg3d_ros"
@@ -14,10 +15,9 @@ ROS_ROOTS = {
     "rclpy", "sensor_msgs", "std_msgs", "tf2_ros", "rosidl_runtime_py", "message_filters", "diagnostic_msgs",
     "vision_msgs", "rcl_interfaces", "launch", "launch_ros", "launch_testing",
 }
-# The only modules that may import ROS: the rclpy nodes.
+# The only modules that may import ROS: the rclpy nodes, and the bag player (a user command, so in tools/).
 NODE_MODULES = ("clip_seg3d_ros/nodes/segment_node.py", "clip_seg3d_ros/nodes/evaluate_node.py",
-                "clip_seg3d_ros/nodes/main.py", "clip_seg3d_ros/nodes/play_bag.py",
-                "clip_seg3d_ros/nodes/delivery_check.py")
+                "clip_seg3d_ros/nodes/main.py", "clip_seg3d_ros/tools/play_bag.py")
 ROLES = {"sparse", "models", "geometry", "datasets", "synthetic", "teacher", "evaluation", "runtime", "ros", "nodes",
          "training", "tools"}
 
@@ -36,8 +36,8 @@ def imported_modules(path) -> set[str]:
 
 def test_the_top_level_is_the_core_and_every_folder_is_one_role():
     modules = sorted(path.name for path in PACKAGE_DIR.glob("*.py"))
-    assert len(modules) <= 6, modules
-    assert modules == ["__init__.py", "checkpoint.py", "device.py", "segmenter.py", "vocabulary.py", "voxelize.py"]
+    assert modules == ["__init__.py", "checkpoint.py", "device.py", "sample.py", "segmenter.py", "vocabulary.py",
+                       "voxelize.py"]
     folders = {path.name for path in PACKAGE_DIR.iterdir() if path.is_dir() and path.name != "__pycache__"}
     assert folders == ROLES
     assert all((PACKAGE_DIR / folder / "__init__.py").is_file() for folder in folders)
@@ -134,16 +134,39 @@ def test_package_xml_is_an_ament_python_package():
     assert (REPO_ROOT / "resource" / "clip_seg3d_ros").is_file()  # ament index marker named in setup.py
 
 
-def test_console_scripts_are_installed_and_point_at_existing_functions():
-    from importlib.metadata import entry_points
+def declared_console_scripts() -> dict[str, str]:
+    """setup.py's console scripts: name -> ``module:function``."""
+    return {name: f"clip_seg3d_ros.{target}"
+            for name, target in re.findall(r'f"(\w+) = \{PACKAGE\}\.([\w.:]+)"', (REPO_ROOT / "setup.py").read_text())}
 
-    scripts = {entry.name: entry for entry in entry_points(group="console_scripts") if entry.module.startswith(
-        "clip_seg3d_ros")}
-    if not scripts:
-        pytest.skip("clip_seg3d_ros is not pip-installed in this environment (colcon, a user's own set-up)")
-    assert set(scripts) == {"clip_seg3d_bench", "clip_seg3d_replay", "clip_seg3d_to_bag", "segment", "evaluate"}
-    for entry in scripts.values():
-        if not entry.module.startswith("clip_seg3d_ros.nodes"):  # the nodes need rclpy to import
-            assert callable(entry.load()), entry
+
+def test_console_scripts_point_at_existing_functions():
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    scripts = declared_console_scripts()
+    assert set(scripts) == {"clip_seg3d_replay", "clip_seg3d_to_bag", "segment", "evaluate"}
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        if not module.startswith("clip_seg3d_ros.nodes"):  # the nodes need rclpy to import
+            assert callable(getattr(importlib.import_module(module), function)), name
         else:
-            assert (REPO_ROOT / (entry.module.replace(".", "/") + ".py")).is_file(), entry
+            assert (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file(), name
+    try:  # pip-installed from this checkout: what pip installed is what setup.py declares
+        installed_from = json.loads(distribution("clip_seg3d_ros").read_text("direct_url.json") or "{}").get("url")
+    except PackageNotFoundError:
+        installed_from = None
+    if installed_from == REPO_ROOT.as_uri():
+        installed = {entry.name: entry.value for entry in distribution("clip_seg3d_ros").entry_points
+                     if entry.group == "console_scripts"}
+        assert installed == scripts
+
+
+def test_measurement_scripts_stay_out_of_the_installed_package():
+    """benchmarks/ is no package (find_packages never takes it), and the package imports none of its scripts."""
+    assert not (REPO_ROOT / "benchmarks" / "__init__.py").exists()
+    scripts = {path.stem for path in (REPO_ROOT / "benchmarks").glob("*.py")}
+    assert {"node_latency", "sparse_bench", "train_step_bench", "gpu_check", "qos_delivery", "scans"} <= scripts
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        assert not {name.split(".")[0] for name in imported_modules(path)} & scripts, path
+
+

@@ -1,6 +1,5 @@
 """Reduced-precision inference (autocast) against float32, and the whole network's backward against numerics."""
 
-import json
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ import torch
 from clip_seg3d_ros.models import MinkUNet
 from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.sparse import SparseTensor
-from clip_seg3d_ros.tools import bench
 
 
 def test_bf16_inference_agrees_with_fp32(small_model, kitti_crop):
@@ -30,14 +28,6 @@ def test_bf16_inference_agrees_with_fp32(small_model, kitti_crop):
 def test_unknown_precision_is_a_clear_error(small_model):
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         Segmenter(*small_model, precision="fp8")
-
-
-def test_bench_reports_its_precision(tmp_path, capsys, kitti_crop):
-    path = tmp_path / "scan.bin"
-    kitti_crop[:3000].tofile(path)
-    bench.main(["--points", str(path), "--preset", "small", "--precision", "bf16", "--warmup", "0",
-                "--repeats", "1", "--device", "cpu"])
-    assert json.loads(capsys.readouterr().out)["precision"] == "bf16"
 
 
 def test_whole_network_backward_passes_gradcheck():

@@ -98,13 +98,13 @@ def test_max_points_segments_an_even_subset_and_labels_every_point_through_voxel
                                   unlimited.labels)
 
 
-def test_vocabulary_swap_through_the_processor(segmenter, small_model, points):
+def test_vocabulary_swap_through_the_runtime(segmenter, small_model, points):
     _, vocabulary = small_model
-    processor = SegmentRuntime(segmenter)
-    processor.set_vocabulary(vocabulary.subset(["car", "road"]))
-    assert processor.class_names == ["car", "road"]
-    np.testing.assert_array_equal(processor.process(points).labels, segmenter(points)[0])
-    assert set(np.unique(processor.process(points).labels)) <= {0, 1}
+    runtime = SegmentRuntime(segmenter)
+    runtime.set_vocabulary(vocabulary.subset(["car", "road"]))
+    assert runtime.class_names == ["car", "road"]
+    np.testing.assert_array_equal(runtime.process(points).labels, segmenter(points)[0])
+    assert set(np.unique(runtime.process(points).labels)) <= {0, 1}
 
 
 def test_evenly_spaced_indices():

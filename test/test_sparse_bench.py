@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+import sparse_bench
 from clip_seg3d_ros.sparse.conv import onednn_matmuls
-from clip_seg3d_ros.tools import sparse_bench
-from clip_seg3d_ros.tools.bench import moved_scans
+from scans import moved_scans
 
 
 @pytest.mark.parametrize("backend", ["native", "batched"])
@@ -18,7 +18,8 @@ def test_sparse_bench_prints_ratios_and_agreeing_outputs(tmp_path, capsys, kitti
     sparse_bench.main(["--points", str(path), "--voxel-sizes", "0.4", "--threads", "1", "--repeats", "1",
                        "--backend", backend])
     result = json.loads(capsys.readouterr().out)
-    assert result["backend"] == backend and result["onednn_matmuls"] is onednn_matmuls()
+    assert result["backend"] == backend and result["cpu_matmul"] == "auto"
+    assert result["onednn_matmuls"] is onednn_matmuls()  # what this CPU's rule decided
     ops = result["settings"]["0.4 m, 1 thread"]["ops"]
     assert "MinkUNet small forward" in ops and all(op["native_ms"] > 0 for op in ops.values())
     if result["spconv"] is None:  # not installed: native times only

@@ -3,8 +3,8 @@
 - ``native``: one matmul per kernel offset (the fastest on a CPU);
 - ``batched``: the native engine with each convolution's matmuls in one call, a grouped GEMM in bf16 or a
   padded ``bmm`` (:func:`clip_seg3d_ros.sparse.conv.batched_products`): two kernel launches per convolution
-  instead of two per offset, meant for GPUs; on the CPU it runs, but the whole small network took 2.3x (0.3 m)
-  and 3.6x (0.05 m) as long as with ``native`` (padding, and bmm slower than mm there);
+  instead of two per offset, meant for GPUs; on the CPU it runs, but slower than ``native`` (padding, and
+  ``bmm`` slower than ``mm`` there);
 - ``torchsparse``: torchsparse's CUDA kernels.
 
 All compute the same convolution with the same weight tensor (torchsparse's layout and kernel-offset

@@ -116,21 +116,16 @@ def gather_matmul_scatter(feats: torch.Tensor, weight: torch.Tensor, kernel_map:
 
 ONEDNN_MIN_MULTIPLY_ADDS = 1 << 21
 """A CPU float32 convolution matmul runs on oneDNN from this many multiply-adds (rows x C_in x C_out) per
-thread, twice that with fewer than 32 channels in or out; below, on MKL (``mm``). Measured (AMD EPYC Zen 5,
-torch 2.14.1): one oneDNN call costs ~11 us more than ``mm``, and with its product's copy it breaks even at
-about 1M multiply-adds per thread for 32 to 96 channels (1.5-2M for 16); at 4M it is 1.2x (16 channels) to 2x
-(48 and more) faster, as MKL's sgemm takes its AVX2 code on AMD CPUs while oneDNN picks its kernels by the
-instructions the CPU has (AVX-512 here). On the small MinkUNet (the KITTI scan from a new pose every run,
-interleaved in one process) 2M beat 1M and 4M; all-MKL -> as shipped: 0.05 m 399 -> 339 ms (1 thread),
-249 -> 223 (2 threads); 0.3 m 99 -> 89 (1 thread), 59 -> 57 (2 threads). The weight gradient's matmuls
-(channels x pairs x channels) stay on ``mm``: oneDNN is slower there below 64 channels. ``math.inf`` keeps
-everything on MKL."""
+thread, twice that with fewer than 32 channels in or out; below, on MKL (``mm``): a oneDNN call costs more than
+``mm`` and copies its product, which only a matmul large enough for oneDNN's faster kernels (on the CPUs
+:func:`cpu_prefers_onednn` names) repays. The weight gradient's matmuls (channels x pairs x channels) stay on
+``mm``, where oneDNN is not faster at this network's widths. The measurements behind the threshold are in
+docs/benchmarks.md."""
 
 ONEDNN_BYTES_PER_CALL = 1 << 21
 """oneDNN's matmul has no ``out=``: it is called on row blocks whose products take at most 2 MB, so that each
 fresh product is a block the allocator just freed (still in cache) rather than new pages from the system
-(which cost more to fault in than the matmul). Measured: as fast as one call on the whole, 1.5x faster than
-256 KB blocks."""
+(which cost more to fault in than the matmul)."""
 
 
 CPU_MATMULS = ("auto", "onednn", "mkl")
@@ -192,10 +187,9 @@ def onednn_min_rows(like: torch.Tensor, c_in: int, c_out: int) -> float:
 
 def onednn_call_rows(rows: int) -> int:
     """``rows`` rounded up to three significant bits (at most 25% more, 12% on average): the row counts oneDNN
-    is called with. oneDNN builds a kernel for every new matmul shape (250-370 us here, measured), and keeps
-    the last 1024; a new sweep's pairs come in new counts, so calling it with the exact count built kernels on
-    every sweep (the small MinkUNet at 0.3 m: 135 ms per new sweep against 86 ms repeating one, 89 ms on MKL).
-    Rounded up, a few dozen counts per width cover every sweep."""
+    is called with. oneDNN builds a kernel for every new matmul shape, and keeps the last 1024; a new sweep's
+    pairs come in new counts, so exact counts would build kernels on every sweep. Rounded up, a few dozen counts
+    per width cover every sweep, and their kernels are built once."""
     step = 1 << max(0, rows.bit_length() - 3)
     return -(-rows // step) * step
 

@@ -212,8 +212,7 @@ def submanifold_map(index: CoordinateIndex, kernel_size: int, stride: int, box: 
     the centre column's dz < 0 are the sorted keys just before each voxel's own: 4 binary searches per voxel
     for a 3x3x3 kernel instead of 27. The keys searched are the 64-bit hash keys, or with ``box`` (the level's
     :class:`LevelBox`, padded by the kernel radius) its cell numbers as 32-bit keys where the box has fewer
-    than 2^31 cells: measured on the KITTI scan at 0.3 m (finest level, 1 thread), searches 3.9 -> 3.2 ms, the
-    whole map 7.3 -> 6.4 ms.
+    than 2^31 cells: half the bytes for every search to read, so faster searches.
     """
     k, r = kernel_size, kernel_size // 2
     if box is not None and box.volume < 2**31:

@@ -20,9 +20,9 @@ from clip_seg3d_ros.sparse.kernel_map import (
 GRID_CELLS_PER_VOXEL = 192
 GRID_MAX_CELLS = 1 << 22
 """A submanifold map is looked up in a dense grid when its box has at most GRID_CELLS_PER_VOXEL cells per voxel
-and GRID_MAX_CELLS in all (a 16 MB table). Measured on the KITTI scan (one thread): the grid 2-3x faster than
-the column searches up to 174 cells per voxel, between 2x faster and 1.7x slower at 284 (a 15 MB table: its
-page faults vary), 3.5x slower at 598. A LiDAR sweep's coarse levels qualify, its fine ones do not."""
+and GRID_MAX_CELLS in all (a 16 MB table): the grid costs in proportion to its box, the column searches in
+proportion to the voxels, so the grid is the faster where the box is dense in voxels and its table small. A
+LiDAR sweep's coarse levels qualify, its fine ones do not."""
 
 
 class Workspace:

@@ -3,7 +3,7 @@
 1. writes a synthetic bag (``to_bag``; scenes of another world seed than training's),
 2. replays it without ROS through the node's runtime (the reference metrics),
 3. starts the segmentation node (console script ``segment``, ``config/segment.yaml``, the demo model) and the
-   evaluate node, and plays the bag into them (``clip_seg3d_ros.nodes.play_bag`` in lockstep: the next sweep
+   evaluate node, and plays the bag into them (``clip_seg3d_ros.tools.play_bag`` in lockstep: the next sweep
    once the node's output for this one came back, so that a CPU labels every sweep; a sweep lost on the way is
    sent again and counted),
 4. prints the evaluate node's metrics next to replay's, and the node's per-stage latency.
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         **{f"qos_overrides.{topic}.subscription.reliability": "reliable" for topic in ("/points_gt", OUTPUT)}})],
         args.out / "evaluate.log")
     # The evaluator pairs a prediction and its ground truth by stamp, whichever comes first.
-    player, player_log = start([sys.executable, "-m", "clip_seg3d_ros.nodes.play_bag", str(bag), "--topics",
+    player, player_log = start([sys.executable, "-m", "clip_seg3d_ros.tools.play_bag", str(bag), "--topics",
                                 "/points_gt", "/points", "--rate", str(args.rate), "--wait-for", INPUT, "/points_gt",
                                 "--lockstep", "/points", OUTPUT, "--ros-args", "-r", f"/points:={INPUT}"],
                                args.out / "play_bag.log")

@@ -1,4 +1,4 @@
-"""``python -m clip_seg3d_ros.nodes.play_bag BAG``: publish a rosbag2 on the ROS graph, in recorded time.
+"""``python -m clip_seg3d_ros.tools.play_bag BAG``: publish a rosbag2 on the ROS graph, in recorded time.
 
 A minimal ``ros2 bag play`` for machines with rclpy but without rosbag2 (the pip-installed ROS 2 wheels): every
 message of the chosen topics, at its recorded log time (scaled by ``--rate``), as its recorded CDR bytes, so
@@ -13,6 +13,9 @@ message sent in between is lost even over reliable QoS.
 SWEEP_TOPIC the player waits until a message with the same header stamp appears on OUTPUT_TOPIC (the node's
 labelled cloud), publishing the sweep again every ``--resend`` seconds, so that every sweep is labelled however
 slow the node is; the resends are counted and reported (each one is a sweep lost on the way).
+
+A user command (what ``ros2 bag play`` is), so it lives with the other tools; with the ROS nodes, it is the one
+tool that imports rclpy.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The native sparse convolution against spconv, side by side in one process; prints one JSON object.
 
     pip install spconv==2.3.8            # optional (the CPU wheel from PyPI); not a dependency of the package
-    python -m clip_seg3d_ros.tools.sparse_bench --points 000000.bin   # a KITTI .bin scan
-    python -m clip_seg3d_ros.tools.sparse_bench --device cuda --native-only [--backend batched]
+    python benchmarks/sparse_bench.py --points 000000.bin   # a KITTI .bin scan
+    python benchmarks/sparse_bench.py --points 000000.bin --cpu-matmul mkl   # large CPU matmuls on MKL
+    python benchmarks/sparse_bench.py --device cuda --native-only [--backend batched]
 
 For each voxel size and thread count: the scan's voxels and their coarser levels (strides 1 to 16), the
 same weights in both engines, and per op (kernel-map build, submanifold 3x3x3 convs at a few widths and
@@ -14,7 +15,9 @@ and each time comes with its range.
 
 Outputs are compared at 1 thread only: spconv's CPU wheel scatters with a thread race, so its results at 2
 threads can be wrong. Without spconv (or with ``--native-only``, or on CUDA, where the PyPI wheel does not
-run) only the native times are printed. This is a benchmark, not a test: figures depend on the machine.
+run) only the native times are printed. ``--cpu-matmul`` (auto, onednn or mkl) chooses where the native engine's
+large CPU float32 matmuls run (:func:`clip_seg3d_ros.sparse.conv.set_cpu_matmul`); ``onednn_matmuls`` in the
+output says which path ran. This is a benchmark, not a test: figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.models import MINKUNET_PRESETS, MinkUNet
 from clip_seg3d_ros.models.minkunet import ResidualBlock
 from clip_seg3d_ros.sparse import CoordinateCache, SparseBatchNorm, SparseConv3d, SparseReLU, SparseTensor
-from clip_seg3d_ros.sparse.conv import onednn_matmuls, sparse_conv3d
+from clip_seg3d_ros.sparse.conv import CPU_MATMULS, onednn_matmuls, set_cpu_matmul, sparse_conv3d
 from clip_seg3d_ros.sparse.coords import CoordinateIndex
-from clip_seg3d_ros.tools.bench import device_description, generated_sweep, moved_scans
 from clip_seg3d_ros.voxelize import voxelize
+from scans import device_description, generated_sweep, moved_scans
 
 LEVELS = (1, 2, 4, 8, 16)  # the MinkUNet's strides
 SUBMANIFOLD_OPS = ((1, 16), (1, 32), (2, 32), (4, 64), (8, 128), (16, 256))  # (stride, channels)
@@ -348,12 +351,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--native-only", action="store_true", help="time the native engine alone")
     parser.add_argument("--backend", default="native", choices=["native", "batched"],
                         help="the native engine's form: one matmul per offset, or one call per convolution")
+    parser.add_argument("--cpu-matmul", default="auto", choices=CPU_MATMULS,
+                        help="the native engine's large CPU float32 matmuls: auto (by the CPU), onednn or mkl")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
+    set_cpu_matmul(args.cpu_matmul)
     spc = None if args.native_only or device.type != "cpu" else spconv_module()
     points = torch.from_numpy(read_scan(args.points) if args.points else generated_sweep())
     load_before = os.getloadavg()
@@ -381,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "spconv": None if spc is None else _spconv_version(),
         "backend": args.backend,
+        "cpu_matmul": args.cpu_matmul,
         "onednn_matmuls": device.type == "cpu" and onednn_matmuls(),
         "points": int(len(points)),
         "source": str(args.points) if args.points else "generated sweep, seed 0",

@@ -1,4 +1,5 @@
-"""The benchmark's inputs and its one-JSON-object output (figures themselves are not asserted: not a test of speed)."""
+"""benchmarks/node_latency.py and the sweeps every benchmark runs on (benchmarks/scans.py): inputs and the one
+JSON object (figures themselves are not asserted: not a test of speed)."""
 
 import json
 
@@ -7,8 +8,10 @@ import pytest
 
 from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.runtime.runtime import STAGES
+from clip_seg3d_ros.sparse import conv as conv_module
 from clip_seg3d_ros.sparse.conv import onednn_matmuls
-from clip_seg3d_ros.tools.bench import generated_sweep, main, moved_scans
+from node_latency import main
+from scans import generated_sweep, moved_scans
 
 
 def test_generated_sweep_looks_like_a_64_beam_lidar():
@@ -48,7 +51,33 @@ def test_bench_prints_one_json_object_for_a_kitti_file(tmp_path, capsys, kitti_s
         assert 0 <= stage["median"] <= stage["p90"] and (stage["median"] > 0 or name == "fusion"), name
     assert result["ms"]["fusion"]["p90"] < 1.0  # no cameras: nothing to fuse
     assert result["ms"]["total"]["median"] >= result["ms"]["inference"]["median"]
+    assert result["cpu_matmul"] == "auto"
     assert result["onednn_matmuls"] is onednn_matmuls()  # what this CPU's rule decided
+
+
+def test_the_cpu_matmul_option_chooses_the_path_and_the_output_says_which_ran(tmp_path, capsys, kitti_crop,
+                                                                              monkeypatch):
+    monkeypatch.setattr(conv_module, "_cpu_matmul", "auto")  # the process-wide choice is put back afterwards
+    path = tmp_path / "scan.bin"
+    kitti_crop[:3000].tofile(path)
+    common = ["--points", str(path), "--preset", "small", "--warmup", "0", "--repeats", "1", "--device", "cpu"]
+    main([*common, "--cpu-matmul", "mkl"])
+    result = json.loads(capsys.readouterr().out)
+    assert (result["cpu_matmul"], result["onednn_matmuls"]) == ("mkl", False)
+    main([*common, "--cpu-matmul", "onednn"])
+    result = json.loads(capsys.readouterr().out)
+    assert (result["cpu_matmul"], result["onednn_matmuls"]) == ("onednn", conv_module.onednn_linear_available())
+    with pytest.raises(SystemExit):
+        main([*common, "--cpu-matmul", "fastest"])
+    assert "invalid choice: 'fastest'" in capsys.readouterr().err
+
+
+def test_bench_reports_its_precision(tmp_path, capsys, kitti_crop):
+    path = tmp_path / "scan.bin"
+    kitti_crop[:3000].tofile(path)
+    main(["--points", str(path), "--preset", "small", "--precision", "bf16", "--warmup", "0", "--repeats", "1",
+          "--device", "cpu"])
+    assert json.loads(capsys.readouterr().out)["precision"] == "bf16"
 
 
 def test_a_bin_file_of_the_wrong_size_is_a_clear_error(tmp_path):

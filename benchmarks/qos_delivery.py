@@ -1,10 +1,14 @@
-"""``python -m clip_seg3d_ros.nodes.delivery_check``: how many large PointCloud2 messages cross between two
-processes over this machine's RMW, by QoS. Prints one JSON object.
+"""How many large PointCloud2 messages cross between two processes, by QoS; prints one JSON object.
 
-For each cloud size and each reliability, a publisher process sends ``--count`` clouds at ``--hz`` to a
-subscriber process of the same QoS (keep last ``--depth``), which counts what arrives. This is what decides the
-node's input QoS: a 64-beam LiDAR sends about 2 MB per sweep. Run it in a network namespace with only loopback
-(``unshare -n``, ``ip link set lo up``) and ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``.
+    export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+    unshare --net sh -c 'ip link set lo up && exec python benchmarks/qos_delivery.py'
+    unshare --net sh -c 'ip link set lo up && exec python benchmarks/qos_delivery.py --sizes 2.0 --count 8'
+
+Over this machine's RMW, for each cloud size and each reliability, a publisher process sends ``--count``
+clouds at ``--hz`` to a subscriber process of the same QoS (keep last ``--depth``), which counts what arrives.
+This is what decides the node's input QoS: a 64-beam LiDAR sends about 2 MB per sweep. Run it as above, in a
+network namespace with only loopback and ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (as root; otherwise
+``unshare --net --map-root-user``): DDS discovery stays on this machine.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import rclpy
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2, PointField
 
-TOPIC = "/delivery_check/points"
+TOPIC = "/qos_delivery/points"
 
 
 def qos(reliability: str, depth: int) -> QoSProfile:
@@ -39,7 +43,7 @@ def cloud(size_bytes: int) -> PointCloud2:
 
 def subscriber(args: argparse.Namespace) -> None:
     rclpy.init()
-    node = rclpy.create_node("delivery_check_subscriber")
+    node = rclpy.create_node("qos_delivery_subscriber")
     received = []
     node.create_subscription(PointCloud2, TOPIC, lambda message: received.append(message.width),
                              qos(args.reliability, args.depth))
@@ -53,7 +57,7 @@ def subscriber(args: argparse.Namespace) -> None:
 
 def publisher(args: argparse.Namespace) -> None:
     rclpy.init()
-    node = rclpy.create_node("delivery_check_publisher")
+    node = rclpy.create_node("qos_delivery_publisher")
     publisher = node.create_publisher(PointCloud2, TOPIC, qos(args.reliability, args.depth))
     message = cloud(args.size)
     deadline = time.monotonic() + 20
@@ -73,10 +77,10 @@ def publisher(args: argparse.Namespace) -> None:
 def measure(size: int, reliability: str, args: argparse.Namespace) -> int:
     common = ["--size", str(size), "--reliability", reliability, "--count", str(args.count), "--hz", str(args.hz),
               "--depth", str(args.depth)]
-    module = [sys.executable, "-m", "clip_seg3d_ros.nodes.delivery_check"]
-    listening = subprocess.Popen([*module, "--role", "subscriber", "--seconds", str(args.count / args.hz + 12),
+    script = [sys.executable, __file__]  # this file again, as the publisher or the subscriber
+    listening = subprocess.Popen([*script, "--role", "subscriber", "--seconds", str(args.count / args.hz + 12),
                                   *common], stdout=subprocess.PIPE, text=True, env=os.environ)
-    subprocess.run([*module, "--role", "publisher", *common], check=True, env=os.environ)
+    subprocess.run([*script, "--role", "publisher", *common], check=True, env=os.environ)
     output, _ = listening.communicate(timeout=60)
     return int(output.strip().splitlines()[-1])
 

@@ -1,25 +1,24 @@
 """Training-step time, peak memory and loss curve of the MinkUNet with CPU matmuls on oneDNN against MKL only.
 
-    python -m clip_seg3d_ros.tools.train_step_bench                      # a generated 120,000-point sweep
-    python -m clip_seg3d_ros.tools.train_step_bench --points 000000.bin  # a KITTI .bin scan
+    python benchmarks/train_step_bench.py                      # a generated 120,000-point sweep
+    python benchmarks/train_step_bench.py --points 000000.bin  # a KITTI .bin scan
 
 Two copies of the same randomly initialised network (``--preset``, ``--seed``, with a linear head) train side
 by side, each step on a new sweep (the scan from a new pose, the same for both): a step is forward,
 cross-entropy against each voxel's height band (a target that holds across poses), backward and SGD. One copy
-runs the engine as shipped (float32 matmuls big enough go to oneDNN where a probe found it faster than MKL on
-this CPU, see :func:`clip_seg3d_ros.sparse.conv.onednn_matmuls`; ``onednn_matmuls`` in the output says
-whether it did), the other with every matmul on MKL (``mm``), their steps interleaved so that both see the
-same machine load. Per engine: the median step time, the peak memory growth of a step (the process's
-high-water mark VmHWM, reset before each step through ``/proc/self/clear_refs``; null where that is
-unavailable), and the loss of every step; and the largest difference between the two loss curves. Prints one
-JSON object. A benchmark, not a test.
+runs with ``set_cpu_matmul("onednn")`` (float32 matmuls big enough go to oneDNN, see
+:func:`clip_seg3d_ros.sparse.conv.set_cpu_matmul`), the other with ``set_cpu_matmul("mkl")`` (every matmul on
+``mm``), their steps interleaved so that both see the same machine load; ``onednn_matmuls`` per engine in the
+output says whether oneDNN really ran (a PyTorch build without oneDNN's linear keeps MKL), and ``auto_picks``
+which of the two this CPU's ``auto`` rule would take. Per engine: the median step time, the peak memory growth
+of a step (the process's high-water mark VmHWM, reset before each step through ``/proc/self/clear_refs``; null
+where that is unavailable), and the loss of every step; and the largest difference between the two loss curves.
+The process's choice is ``auto`` again afterwards. Prints one JSON object. A benchmark, not a test.
 """
-
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -31,10 +30,10 @@ from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.models import MINKUNET_PRESETS, MinkUNet
 from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor
 from clip_seg3d_ros.sparse import conv as sparse_conv
-from clip_seg3d_ros.tools.bench import device_description, generated_sweep, moved_scans
 from clip_seg3d_ros.voxelize import voxelize
+from scans import device_description, generated_sweep, moved_scans
 
-ENGINES = {"onednn": sparse_conv.ONEDNN_MIN_MULTIPLY_ADDS, "mkl": math.inf}
+ENGINES = ("onednn", "mkl")  # cpu_matmul choices, timed against each other
 NUM_CLASSES = 20
 
 
@@ -74,10 +73,12 @@ def measure(points: torch.Tensor, voxel_size: float, preset: str, steps: int, se
     times = {engine: [] for engine in ENGINES}
     peaks = {engine: [] for engine in ENGINES}
     losses = {engine: [] for engine in ENGINES}
+    onednn_ran = {}
     try:
         for voxels, labels in sweeps:
-            for engine, threshold in ENGINES.items():
-                sparse_conv.ONEDNN_MIN_MULTIPLY_ADDS = threshold
+            for engine in ENGINES:
+                sparse_conv.set_cpu_matmul(engine)
+                onednn_ran[engine] = sparse_conv.onednn_matmuls()
                 resettable = _reset_peak_memory()
                 rss_before = _status_kib("VmRSS")
                 start = time.perf_counter()
@@ -93,11 +94,12 @@ def measure(points: torch.Tensor, voxel_size: float, preset: str, steps: int, se
                     peaks[engine].append((high_water - rss_before) / 1024)
                 losses[engine].append(loss.item())
     finally:
-        sparse_conv.ONEDNN_MIN_MULTIPLY_ADDS = ENGINES["onednn"]
+        sparse_conv.set_cpu_matmul("auto")
     first, second = ENGINES
     return {
         "voxels_median": statistics.median(len(voxels.coords) for voxels, _ in sweeps),
         "engines": {engine: {
+            "onednn_matmuls": onednn_ran[engine],
             # The first step builds the workspace and warms the allocator: left out of the time and memory.
             "step_ms_median": round(statistics.median(times[engine][1:]) * 1e3, 1),
             "step_ms_range": [round(min(times[engine][1:]) * 1e3, 1), round(max(times[engine][1:]) * 1e3, 1)],
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     result = measure(points, args.voxel_size, args.preset, args.steps, args.seed)
     print(json.dumps({"device": description, "threads": args.threads, "torch": torch.__version__,
-                      "onednn_matmuls": sparse_conv.onednn_matmuls(),
+                      "auto_picks": "onednn" if sparse_conv.onednn_matmuls() else "mkl",
                       "source": str(args.points) if args.points else "generated sweep, seed 0",
                       "voxel_size": args.voxel_size, "preset": args.preset, **result}))
     return 0

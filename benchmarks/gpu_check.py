@@ -1,12 +1,14 @@
 """Everything to measure on a GPU, in one process and one call; prints one JSON object.
 
-    PYTHONPATH=$(ls .gpu/transforms3d-*.whl) python3 -m clip_seg3d_ros.tools.gpu_check --points .gpu/000000.bin
+    PYTHONPATH=.:$(ls .gpu/transforms3d-*.whl) python3 benchmarks/gpu_check.py --points .gpu/000000.bin
 
-- ``bench``: the node's per-stage latency (:mod:`clip_seg3d_ros.tools.bench`) on the scan, presets small and
+Run from the repository root: ``.`` on ``PYTHONPATH`` is the package's checkout (nothing is installed there).
+
+- ``bench``: the node's per-stage latency (``node_latency.py`` of this folder) on the scan, presets small and
   standard, precisions fp32, bf16 and fp16, sparse backends native (one matmul per kernel offset) and batched
   (one grouped / padded matmul per convolution), random weights (latency does not depend on them);
-- ``sparse``, ``sparse_batched``: the native half of the peer benchmark (:mod:`clip_seg3d_ros.tools.sparse_bench`)
-  on CUDA, per op and for the whole network, with either backend;
+- ``sparse``, ``sparse_batched``: the native half of the peer benchmark (``sparse_bench.py`` of this folder) on
+  CUDA, per op and for the whole network, with either backend;
 - ``syncs_per_map``: device-to-host synchronisations while each kernel map of the scan is built (CUDA's sync
   debug mode counts them);
 - ``device_vs_cpu``: the small network's output on CUDA against the CPU's (float32, same weights and voxels),
@@ -36,12 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import node_latency
+import sparse_bench
 from clip_seg3d_ros.datasets.scan_file import read_scan
 from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_CLASSES
 from clip_seg3d_ros.models import MINKUNET_PRESETS, MinkUNet, ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, sparse_conv3d
-from clip_seg3d_ros.tools import bench, sparse_bench
 from clip_seg3d_ros.vocabulary import Vocabulary
 from clip_seg3d_ros.voxelize import voxelize
 
@@ -61,9 +64,9 @@ def bench_runs(points: str, device: str, quick: bool) -> list[dict]:
     for preset, precision, backend in itertools.product(presets, precisions, ("native", "batched")):
         args = ["--points", points, "--preset", preset, "--precision", precision, "--device", device,
                 "--backend", backend, *repeats]
-        result = printed_json(lambda argv: bench.run(bench.parse_args(argv)), args)
-        runs.append({key: result[key] for key in ("preset", "precision", "voxels", "device", "sparse_backend")}
-                    | {"ms": result["ms"]})
+        result = printed_json(lambda argv: node_latency.run(node_latency.parse_args(argv)), args)
+        kept = ("preset", "precision", "voxels", "device", "sparse_backend", "onednn_matmuls")
+        runs.append({key: result[key] for key in kept} | {"ms": result["ms"]})
     return runs
 
 
