@@ -62,8 +62,9 @@ class TextClassifier(nn.Module):
         For inference, where only the logits are wanted. With ``f = [hidden, 1] @ M`` (``M`` the projection's
         weight and bias, (H + 1, D)) and ``M = L @ Q`` (an LQ factorisation in float64 of that small matrix:
         ``Q`` has orthonormal rows), ``f = z @ Q`` with ``z = [hidden, 1] @ L``: so ``|f| = |z|`` and
-        ``f @ T.T = z @ (Q @ T.T)``. A sweep's 94,444 voxels with D = 512 make the features 193 MB that would be
-        written, normalised (read, written) and read again; here the work is two matmuls with H + 1 columns.
+        ``f @ T.T = z @ (Q @ T.T)``. A sweep's (V, 512) float32 features would be written, normalised (read,
+        written) and read again, hundreds of megabytes on a dense scan; here the work is two matmuls with H + 1
+        columns.
         """
         weight = projection.weight  # (D, H)
         bias = projection.bias if projection.bias is not None else weight.new_zeros(weight.shape[0])

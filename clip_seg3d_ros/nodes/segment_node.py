@@ -130,7 +130,7 @@ class SegmentationNode(Node):
         self._publish_label_info()
 
         # Sensor-data QoS by default; reliability, depth, ... can be overridden with the standard
-        # qos_overrides.<topic>.subscription.* parameters (large clouds over best effort: see the README).
+        # qos_overrides.<topic>.subscription.* parameters (large clouds over best effort: docs/ros.md, QoS).
         self.create_subscription(PointCloud2, "~/input/points", self._on_sweep, INPUT_QOS,
                                  qos_overriding_options=QoSOverridingOptions.with_default_policies())
         if self.runtime.settings.use_cameras:

@@ -281,7 +281,7 @@ class OpenClipTeacher:
     def weights_key(self) -> str:
         """Identifies what the model computes: name, activation and a SHA-256 of every weight.
 
-        Hashing the weights themselves (~0.5 s for ViT-B/16, once) keeps different checkpoints, and
+        Hashing the weights themselves (once per model) keeps different checkpoints, and
         different random initialisations, from ever sharing cache entries.
         """
         digest = hashlib.sha256()

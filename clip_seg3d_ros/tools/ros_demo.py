@@ -9,8 +9,8 @@
 4. prints the evaluate node's metrics next to replay's, and the node's per-stage latency.
 
 Run it inside a network namespace with only loopback (``make ros-demo`` does): DDS stays on this machine. The
-node's input is made reliable here (``qos_overrides``): a 64-beam cloud is ~2 MB, which Fast DDS's default
-transports mostly lose over best effort (see the README). This module starts processes only; it imports no ROS.
+node's input is made reliable here (``qos_overrides``): a 64-beam cloud is megabytes, which Fast DDS's default
+transports mostly lose over best effort (docs/ros.md, QoS). This module starts processes only; it imports no ROS.
 """
 
 from __future__ import annotations
