@@ -477,3 +477,45 @@ def test_an_existing_output_folder_survives_a_failed_replay(bag, checkpoint, tmp
     _assert_fails_in_one_line([str(bag), "--checkpoint", str(checkpoint), "--out", str(out)], "exists already",
                               capsys)
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def _rewrite_with_one_stamp(source: Path, path: Path, shared_ns: int) -> None:
+    """``source``'s /points and /points_gt with every header stamp set to ``shared_ns``, log times kept."""
+    with Writer(path, version=8) as writer:
+        connections = {topic: writer.add_connection(topic, CLOUD, typestore=TYPESTORE)
+                       for topic in ("/points", "/points_gt")}
+        for topic, connection in connections.items():
+            for log_time, message in read_topic(source, topic):
+                message.header.stamp.sec, message.header.stamp.nanosec = divmod(shared_ns, 10**9)
+                writer.write(connection, log_time,
+                             TYPESTORE.serialize_cdr(message, CLOUD))
+
+
+def test_sweeps_sharing_a_stamp_are_paired_with_ground_truth_by_log_time(bag, checkpoint, tmp_path, caplog):
+    # Every sweep and its ground truth carry one header stamp; the log times (as to_bag writes them) still pair
+    # each sweep with its own ground truth, so the metrics are those of the original bag.
+    original = replay_bag(bag, node_runtime(checkpoint), progress=False)
+    shared = tmp_path / "shared"
+    _rewrite_with_one_stamp(bag, shared, BASE_NS)
+    report = replay_bag(shared, node_runtime(checkpoint), progress=False)
+    assert (report.sweeps, report.evaluated) == (3, 3) and not report.unevaluated
+    assert report.metrics["iou_per_class"] == pytest.approx(original.metrics["iou_per_class"], abs=1e-12)
+    assert "/points: 2 messages share their header stamp with another" in caplog.text
+
+
+def test_a_shared_stamp_without_a_matching_log_time_is_not_evaluated(bag, checkpoint, tmp_path):
+    # The ground truth of the second sweep logged 1 ms late: that sweep cannot be told from the others' ground
+    # truth and is counted as unevaluated, not scored against another sweep's labels.
+    sweep_log_times = [log_time for log_time, _ in read_topic(bag, "/points")]
+    shared = tmp_path / "shared"
+    _rewrite_with_one_stamp(bag, shared, BASE_NS)
+    with Writer(tmp_path / "late", version=8) as writer:
+        connections = {topic: writer.add_connection(topic, CLOUD, typestore=TYPESTORE)
+                       for topic in ("/points", "/points_gt")}
+        for topic, connection in connections.items():
+            for log_time, message in read_topic(shared, topic):
+                late = topic == "/points_gt" and log_time == sweep_log_times[1]
+                writer.write(connection, log_time + 10**6 * late, TYPESTORE.serialize_cdr(message, CLOUD))
+    report = replay_bag(tmp_path / "late", node_runtime(checkpoint), progress=False)
+    assert (report.sweeps, report.evaluated) == (3, 2)
+    assert report.unevaluated == {"ambiguous ground truth: the stamp is shared and no log time matches": 1}

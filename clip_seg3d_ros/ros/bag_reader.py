@@ -70,6 +70,14 @@ class TopicIndex:
         index = bisect.bisect_left(self.stamps, stamp_ns)
         return index if index < len(self.stamps) and self.stamps[index] == stamp_ns else None
 
+    def all_at(self, stamp_ns: int) -> list[int]:
+        """Every position whose header stamp is ``stamp_ns`` (several where messages share a stamp)."""
+        return list(range(bisect.bisect_left(self.stamps, stamp_ns), bisect.bisect_right(self.stamps, stamp_ns)))
+
+    def duplicate_stamps(self) -> int:
+        """How many messages share their header stamp with an earlier one."""
+        return len(self.stamps) - len(set(self.stamps))
+
     def nearest(self, stamp_ns: int) -> int | None:
         index = bisect.bisect_left(self.stamps, stamp_ns)
         candidates = [i for i in (index - 1, index) if 0 <= i < len(self.stamps)]

@@ -170,6 +170,13 @@ def replay_bag(
         confusion = ConfusionMatrix(len(class_names))
         has_gt = gt_topic is not None and gt_topic in topics
         gt_index = lookup.index(gt_topic) if has_gt else None
+        # A header stamp that two sweeps (or two ground-truth clouds) share cannot pair them: there the sweep's log
+        # time must match too (what to_bag writes), and a sweep without one unambiguous match is not evaluated.
+        sweep_index = lookup.index(points_topic) if has_gt else None
+        for topic, index in ((points_topic, sweep_index), (gt_topic, gt_index)):
+            if index is not None and index.duplicate_stamps():
+                log.warning("%s: %d messages share their header stamp with another; ground truth is paired by "
+                            "stamp and log time there", topic, index.duplicate_stamps())
         cameras = BagCameras(lookup, int(camera_max_offset_s * 1e9)) if use_cameras else None
         writer = LabelledBagWriter(out, out_storage) if out is not None else None
         skip = _SkipLog(report.skipped)
@@ -208,8 +215,9 @@ def replay_bag(
                 writer.write(message, result.labels, result.scores, log_time, points)
                 report.timings_ms.setdefault("encode", []).append(1000.0 * (time.perf_counter() - started))
             if gt_index is not None:
-                truth = _ground_truth(lookup, gt_topic, gt_index, stamp_ns, len(points), len(class_names),
-                                      report.unevaluated)
+                shared_stamp = len(sweep_index.all_at(stamp_ns)) > 1
+                truth = _ground_truth(lookup, gt_topic, gt_index, stamp_ns, log_time, shared_stamp, len(points),
+                                      len(class_names), report.unevaluated)
                 if truth is not None:
                     confusion.update(to_dataset[result.labels], truth)
                     report.evaluated += 1
@@ -233,14 +241,23 @@ def replay_bag(
 
 
 def _ground_truth(
-    lookup: BagLookup, topic: str, index: TopicIndex, stamp_ns: int, num_points: int, num_classes: int,
-    unevaluated: Counter,
+    lookup: BagLookup, topic: str, index: TopicIndex, stamp_ns: int, log_time: int, shared_stamp: bool,
+    num_points: int, num_classes: int, unevaluated: Counter,
 ) -> np.ndarray | None:
-    """The ground-truth labels of the sweep stamped ``stamp_ns`` (None, counted by reason, where there are none)."""
-    position = index.exact(stamp_ns)
-    if position is None:
+    """The ground-truth labels of the sweep stamped ``stamp_ns`` (None, counted by reason, where there are none).
+
+    The pairing key is the header stamp where it is unique on both topics, else (``shared_stamp``: another sweep
+    has it too) the stamp and the sweep's ``log_time`` in the bag: never a guess between two clouds."""
+    positions = index.all_at(stamp_ns)
+    if not positions:
         unevaluated["no ground truth with this stamp"] += 1
         return None
+    if shared_stamp or len(positions) > 1:
+        positions = [position for position in positions if index.log_times[position] == log_time]
+        if len(positions) != 1:
+            unevaluated["ambiguous ground truth: the stamp is shared and no log time matches"] += 1
+            return None
+    position = positions[0]
     try:
         labels = read_labels(lookup.fetch(topic, position))
     except PointCloud2Error as error:
