@@ -41,6 +41,7 @@ from clip_seg3d_ros.geometry.calibration import camera_info_fields
 from clip_seg3d_ros.geometry.transforms import invert_transform
 from clip_seg3d_ros.ros.bag_reader import CLASS_NAMES_KEY, BagError, one_line
 from clip_seg3d_ros.ros.image import rgb_image_fields
+from clip_seg3d_ros.ros.mcap_checksums import add_chunk_crcs
 from clip_seg3d_ros.ros.pointcloud2 import LABEL_IGNORED, PointCloud2Types, create_cloud, create_labelled_cloud
 from clip_seg3d_ros.ros.tf import matrix_to_translation_quaternion
 from clip_seg3d_ros.sample import CameraFrame, Sample
@@ -225,7 +226,15 @@ def write_bag(
         if names:
             writer.set_custom_data(CLASS_NAMES_KEY, json.dumps(names))
         summary.messages = dict(sample_writer.counts)
+    if storage == "mcap":
+        add_chunk_crcs(mcap_file(out))
     return summary
+
+
+def mcap_file(bag: str | Path) -> Path:
+    """The one storage file of an MCAP bag the project writes (rosbags names it after the folder)."""
+    bag = Path(bag)
+    return bag / f"{bag.name}.mcap"
 
 
 class LabelledBagWriter:
@@ -236,6 +245,7 @@ class LabelledBagWriter:
             raise BagError(f"output storage must be one of {sorted(STORAGES)}, got {storage!r}")
         self.typestore = get_typestore(Stores.ROS2_HUMBLE)
         self.cloud_types = PointCloud2Types.from_rosbags(self.typestore)
+        self.path, self.storage = Path(path), storage
         try:
             self.writer = Writer(path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
             self.writer.open()
@@ -258,6 +268,8 @@ class LabelledBagWriter:
 
     def close(self) -> None:
         self.writer.close()
+        if self.storage == "mcap":
+            add_chunk_crcs(mcap_file(self.path))
 
     def abort(self) -> None:
         self.writer.abort()
