@@ -36,6 +36,7 @@ from clip_seg3d_ros.runtime.settings import (
 from clip_seg3d_ros.runtime.vocabulary_update import clean_class_names, resolve_vocabulary
 from clip_seg3d_ros.sample import CameraFrame
 from clip_seg3d_ros.segmenter import Segmenter
+from clip_seg3d_ros.sparse.conv import set_cpu_matmul
 from clip_seg3d_ros.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # the teacher package imports open_clip: loaded only when a teacher is built
@@ -71,6 +72,7 @@ class SegmentRuntime:
         self.device = resolve_device(settings.device)
         # A process-wide setting: the node and replay own their process, and share the CPU with the robot.
         torch.set_num_threads(settings.threads())
+        set_cpu_matmul(settings.cpu_matmul)
         self._teacher_factory = teacher_factory
         self._teacher: DenseTeacher | None = None
         self.checkpoint, model = load_model(settings.checkpoint)
