@@ -290,13 +290,15 @@ def test_parameters_are_described_and_checked_by_the_schema_and_a_misspelt_one_i
     assert log.count("unknown parameter") == 1, log  # use_sim_time and the others are known
 
 
-def test_an_out_of_range_parameter_at_start_up_is_one_fatal_line_naming_it(domain_id, checkpoint, tmp_path):
-    segmenter = NodeProcess("segment", {"checkpoint": str(checkpoint), "num_threads": 1000},
+def test_an_out_of_range_parameter_at_start_up_is_one_fatal_line_naming_it_after_the_misspelt_ones(
+        domain_id, checkpoint, tmp_path):
+    segmenter = NodeProcess("segment", {"checkpoint": str(checkpoint), "num_threads": 1000, "fusion_weigth": 0.2},
                             tmp_path / "segment.log", domain_id)
     assert wait_until(lambda: not segmenter.running(), 60)
     code, log = segmenter.stop()
     assert code == 1, log
-    assert "cannot start: parameter 'num_threads' must be in [0, 256] threads, got 1000" in log
+    fatal = log.index("cannot start: parameter 'num_threads' must be in [0, 256] threads, got 1000")
+    assert 0 <= log.index("unknown parameter 'fusion_weigth' is ignored; did you mean 'fusion_weight'?") < fatal
     assert "Traceback" not in log, log
 
 

@@ -157,6 +157,11 @@ class SegmentationNode(Node):
         schema's message (a ValueError: main() reports it and exits).
         """
         overrides = self._parameter_overrides  # the params file's and -p values; rclpy has no public getter
+        # First, so that a misspelt name is named even when start-up then fails (a "required" checkpoint).
+        known = [*self.list_parameters([], ListParameters.Request.DEPTH_RECURSIVE).names,  # rclpy's own
+                 *(entry.name for entry in NODE_PARAMETERS)]
+        for warning in unknown_parameter_warnings(overrides, known):
+            self.get_logger().warning(warning)
         defaults = {**RuntimeSettings.defaults(), **NodeSettings.defaults()}
         values = {}
         for entry in NODE_PARAMETERS:
@@ -167,9 +172,6 @@ class SegmentationNode(Node):
         runtime = RuntimeSettings.from_values({name: values[name] for name in RuntimeSettings.names()})
         node = NodeSettings.from_values({name: values[name] for name in NodeSettings.names()},
                                         use_cameras=runtime.use_cameras)
-        declared = self.list_parameters([], ListParameters.Request.DEPTH_RECURSIVE).names
-        for warning in unknown_parameter_warnings(overrides, declared):
-            self.get_logger().warning(warning)
         return runtime, node
 
     def _subscribe_to_cameras(self) -> None:
@@ -369,7 +371,7 @@ class SegmentationNode(Node):
 
 
 def parameter_descriptor(entry: Setting) -> ParameterDescriptor:
-    """What ``ros2 param describe`` shows of a setting: its description (with the unit), its rule, its range;
+    """What ``ros2 param describe`` shows of a setting: its description, its rule (with the unit), its range;
     read-only unless it can change at runtime. Dynamic typing: the schema checks the type (see
     :meth:`SegmentationNode._declare_parameters`)."""
     descriptor = ParameterDescriptor(description=entry.summary(), additional_constraints=entry.rule(),
