@@ -4,9 +4,9 @@ The tree shows the architecture; data flows from the top of this list to the bot
 
 - the core, at this level: :mod:`~clip_seg3d_ros.segmenter` (a sweep in, labels out),
   :mod:`~clip_seg3d_ros.checkpoint`, :mod:`~clip_seg3d_ros.vocabulary`, :mod:`~clip_seg3d_ros.voxelize`,
-  :mod:`~clip_seg3d_ros.device`; with :mod:`~clip_seg3d_ros.sparse`, :mod:`~clip_seg3d_ros.models`,
-  :mod:`~clip_seg3d_ros.geometry`, :mod:`~clip_seg3d_ros.datasets`, :mod:`~clip_seg3d_ros.synthetic` and
-  :mod:`~clip_seg3d_ros.teacher` (CLIP and its simulation);
+  :mod:`~clip_seg3d_ros.device`, :mod:`~clip_seg3d_ros.compute_choices`; with :mod:`~clip_seg3d_ros.sparse`,
+  :mod:`~clip_seg3d_ros.models`, :mod:`~clip_seg3d_ros.geometry`, :mod:`~clip_seg3d_ros.datasets`,
+  :mod:`~clip_seg3d_ros.synthetic` and :mod:`~clip_seg3d_ros.teacher` (CLIP and its simulation);
 - :mod:`~clip_seg3d_ros.evaluation`: metrics, reports, plots, colours, streaming evaluation;
 - :mod:`~clip_seg3d_ros.runtime`: the one sweep path of the node and replay (settings, runtime, fusion);
 - :mod:`~clip_seg3d_ros.ros`: messages <-> numpy, rosbag reading and writing;

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from clip_seg3d_ros.checkpoint import load_model
+from clip_seg3d_ros.compute_choices import PRECISIONS
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet, TextClassifier
 from clip_seg3d_ros.sample import IGNORE_INDEX
 from clip_seg3d_ros.sparse import CoordinateCache, SparseTensor, select_backend
@@ -24,8 +25,11 @@ from clip_seg3d_ros.sparse.coords import COORD_LIMIT
 from clip_seg3d_ros.vocabulary import Vocabulary
 from clip_seg3d_ros.voxelize import Voxelization, voxelize
 
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-"""Inference precision of the network: float32, or autocast to bfloat16 / float16 (see :class:`Segmenter`)."""
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = dict(
+    zip(PRECISIONS, (None, torch.bfloat16, torch.float16), strict=True)
+)
+"""Each inference precision (:data:`PRECISIONS`: float32, or autocast to bfloat16 / float16) as the autocast
+dtype it runs the network in, None for none (see :class:`Segmenter`)."""
 
 
 MAX_SCALED_INTENSITY = 100.0
@@ -218,7 +222,7 @@ class Segmenter:
         """
         if prepared.sparse is None:
             return torch.empty(0, len(self.vocabulary), device=self.device)
-        dtype = PRECISIONS[self.precision]
+        dtype = AUTOCAST_DTYPES[self.precision]
         autocast = contextlib.nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
         with autocast:
             hidden = self.model.backbone(prepared.sparse).feats

@@ -17,9 +17,10 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import rclpy  # noqa: E402
-from conftest import write_random_checkpoint  # noqa: E402
+import yaml  # noqa: E402
+from conftest import REPO_ROOT, write_random_checkpoint  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rcl_interfaces.srv import DescribeParameters, SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
@@ -30,6 +31,7 @@ from rosbags.highlevel import AnyReader  # noqa: E402
 from sensor_msgs.msg import PointCloud2  # noqa: E402
 
 from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_UNSEEN  # noqa: E402
+from clip_seg3d_ros.nodes.settings import NODE_NAME, node_parameter  # noqa: E402
 from clip_seg3d_ros.ros.bag_writer import write_bag  # noqa: E402
 from clip_seg3d_ros.ros.pointcloud2 import PointCloud2Types, create_cloud, read_labels, read_points  # noqa: E402
 from clip_seg3d_ros.ros.tf import stamp_to_ns  # noqa: E402
@@ -189,23 +191,28 @@ def test_bag_sweeps_come_back_labelled_as_replay_labels_them_and_the_evaluator_a
     assert live["iou_per_class"] == pytest.approx(offline["iou_per_class"], abs=1e-9)
 
 
-def set_parameters(probe, values: list[Parameter], timeout: float = 60.0):
-    """Call the node's set_parameters service. Asked again when no answer comes within a few seconds: a server
-    can hear a request before it has matched the client's response reader, and that response is lost (a known
-    DDS race of ROS 2 services right after discovery). Setting the same values twice is harmless."""
-    client = probe.create_client(SetParameters, f"{NODE}/set_parameters")
+def call_service(probe, service_type, name: str, request, timeout: float = 60.0):
+    """Call a service of the node. Asked again when no answer comes within a few seconds: a server can hear a
+    request before it has matched the client's response reader, and that response is lost (a known DDS race of
+    ROS 2 services right after discovery). The parameter services' requests are harmless to repeat."""
+    client = probe.create_client(service_type, name)
     try:
         assert client.wait_for_service(timeout_sec=timeout)
-        request = SetParameters.Request(parameters=[value.to_parameter_msg() for value in values])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             future = client.call_async(request)
             if wait_until(future.done, 5.0):
-                return future.result().results
+                return future.result()
             client.remove_pending_request(future)
-        raise AssertionError(f"no answer from {NODE}/set_parameters in {timeout} s")
+        raise AssertionError(f"no answer from {name} in {timeout} s")
     finally:
         probe.destroy_client(client)
+
+
+def set_parameters(probe, values: list[Parameter], timeout: float = 60.0):
+    """Call the node's set_parameters service; the result of each parameter."""
+    request = SetParameters.Request(parameters=[value.to_parameter_msg() for value in values])
+    return call_service(probe, SetParameters, f"{NODE}/set_parameters", request, timeout).results
 
 
 def test_runtime_parameters_through_the_parameter_service(probe, domain_id, bag, checkpoint, tmp_path):
@@ -238,6 +245,61 @@ def test_runtime_parameters_through_the_parameter_service(probe, domain_id, bag,
     finally:
         outputs.close()
         stop_cleanly(segmenter)
+
+
+def test_parameters_are_described_and_checked_by_the_schema_and_a_misspelt_one_is_named(
+        probe, domain_id, checkpoint, tmp_path):
+    """What `ros2 param describe` shows comes from the schema; the parameter service refuses what the schema
+    refuses (NaN, out of range, also where rclpy's own range check does not apply: an integer for a double); a
+    misspelt name in the params file is a warning naming the closest parameter."""
+    params_file = tmp_path / "segment.yaml"
+    document = yaml.safe_load((REPO_ROOT / "config" / "segment.yaml").read_text())
+    document[NODE_NAME]["ros__parameters"].update(score_treshold=0.3, num_threads=1)
+    params_file.write_text(yaml.safe_dump(document))
+    segmenter = NodeProcess("segment", {"checkpoint": str(checkpoint), "device": "cpu"}, tmp_path / "segment.log",
+                            domain_id, params_file=params_file)
+    try:
+        names = ["score_threshold", "num_threads", "diagnostics_period", "cpu_matmul", "checkpoint"]
+        response = call_service(probe, DescribeParameters, f"{NODE}/describe_parameters",
+                                DescribeParameters.Request(names=names))
+        described = {descriptor.name: descriptor for descriptor in response.descriptors}
+        assert list(described) == names
+        for name, descriptor in described.items():
+            entry = node_parameter(name)
+            assert descriptor.description == entry.summary() and descriptor.additional_constraints == entry.rule()
+            assert descriptor.read_only == (not entry.changeable)
+        (score,) = described["score_threshold"].floating_point_range
+        assert (score.from_value, score.to_value) == (0.0, 1.0) and not described["score_threshold"].read_only
+        (threads,) = described["num_threads"].integer_range
+        assert (threads.from_value, threads.to_value) == (0, 256) and described["num_threads"].read_only
+        (period,) = described["diagnostics_period"].floating_point_range
+        assert (period.from_value, period.to_value) == (0.01, 3600.0)
+        assert "'onednn'" in described["cpu_matmul"].additional_constraints
+        assert described["checkpoint"].additional_constraints == "required"
+
+        (result,) = set_parameters(probe, [Parameter("calibration_bias", Parameter.Type.DOUBLE, float("nan"))])
+        assert not result.successful and "calibration_bias" in result.reason
+        (result,) = set_parameters(probe, [Parameter("score_threshold", Parameter.Type.INTEGER, 2)])
+        assert not result.successful
+        assert result.reason == "parameter 'score_threshold' must be in [0, 1], got 2.0"
+        (result,) = set_parameters(probe, [Parameter("calibration_bias", Parameter.Type.INTEGER, 1)])
+        assert result.successful, result.reason
+    finally:
+        log = stop_cleanly(segmenter)
+    assert "unknown parameter 'score_treshold' is ignored; did you mean 'score_threshold'?" in log
+    assert log.count("unknown parameter") == 1, log  # use_sim_time and the others are known
+
+
+def test_an_out_of_range_parameter_at_start_up_is_one_fatal_line_naming_it_after_the_misspelt_ones(
+        domain_id, checkpoint, tmp_path):
+    segmenter = NodeProcess("segment", {"checkpoint": str(checkpoint), "num_threads": 1000, "fusion_weigth": 0.2},
+                            tmp_path / "segment.log", domain_id)
+    assert wait_until(lambda: not segmenter.running(), 60)
+    code, log = segmenter.stop()
+    assert code == 1, log
+    fatal = log.index("cannot start: parameter 'num_threads' must be in [0, 256] threads, got 1000")
+    assert 0 <= log.index("unknown parameter 'fusion_weigth' is ignored; did you mean 'fusion_weight'?") < fatal
+    assert "Traceback" not in log, log
 
 
 def test_bad_clouds_floods_and_idle_time_are_counted_and_the_node_lives(probe, domain_id, checkpoint, tmp_path):

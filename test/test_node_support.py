@@ -1,4 +1,4 @@
-"""The ROS-free parts of the segmentation node: parameters, runtime set-up and changes, the newest-sweep slot,
+"""The ROS-free parts of the segmentation node: runtime set-up and changes, the newest-sweep slot,
 diagnostics counters, camera frames from messages and the label map."""
 
 import threading
@@ -8,8 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import REPO_ROOT, write_random_checkpoint
+from conftest import write_random_checkpoint
 from rosbags.typesys import Stores, get_typestore
 
 from clip_seg3d_ros import CheckpointError, Segmenter
@@ -17,66 +16,18 @@ from clip_seg3d_ros.device import resolve_device
 from clip_seg3d_ros.geometry import CameraModel
 from clip_seg3d_ros.geometry.calibration import camera_info_fields
 from clip_seg3d_ros.nodes.latest_slot import LatestSlot
-from clip_seg3d_ros.nodes.settings import NODE_NAME, NodeSettings, camera_info_topic
+from clip_seg3d_ros.nodes.settings import camera_info_topic
 from clip_seg3d_ros.nodes.sweep_stats import ERROR, OK, WARN, SweepStatistics
 from clip_seg3d_ros.ros.camera_frame import camera_frame, camera_frame_from_messages
 from clip_seg3d_ros.ros.label_info import class_names_from_label_info, label_info_fields
 from clip_seg3d_ros.runtime.runtime import SegmentRuntime
-from clip_seg3d_ros.runtime.settings import RuntimeSettings, split_clip_model, string_list
+from clip_seg3d_ros.runtime.settings import RuntimeSettings, split_clip_model
 from clip_seg3d_ros.teacher import SyntheticTeacher, SyntheticTeacherConfig
 
 TYPES = get_typestore(Stores.ROS2_HUMBLE).types
 
 
 # --- parameters ---------------------------------------------------------------------------------------------
-
-def test_config_yaml_holds_the_nodes_defaults_under_its_name():
-    document = yaml.safe_load((REPO_ROOT / "config" / "segment.yaml").read_text())
-    parameters = document[NODE_NAME]["ros__parameters"]
-    defaults = {**RuntimeSettings.defaults(), **NodeSettings.defaults()}
-    assert not set(RuntimeSettings.names()) & set(NodeSettings.names())  # one parameter, one owner
-    assert set(parameters) <= set(defaults)
-    assert {name: defaults[name] for name in parameters} == parameters
-    assert set(defaults) - set(parameters) == {"vocabulary", "camera_topics"}  # empty lists: left out (see file)
-
-
-def test_parameters_convert_and_validate():
-    settings = RuntimeSettings.from_values({"checkpoint": "m.pt", "score_threshold": 1, "vocabulary": []})
-    assert settings.score_threshold == 1.0 and settings.vocabulary == ()
-    assert RuntimeSettings.from_values({"checkpoint": "m.pt", "vocabulary": ["car"]}).vocabulary == ("car",)
-    assert NodeSettings.from_values({"camera_topics": ["/a"], "slop": 0}, use_cameras=True).slop == 0.0
-    for values, message in [
-        ({}, "checkpoint"),
-        ({"checkpoint": "m.pt", "score_threshold": 2.0}, "score_threshold"),
-        ({"checkpoint": "m.pt", "fusion_weight": -0.1}, "fusion_weight"),
-        ({"checkpoint": "m.pt", "max_points": -5}, "max_points"),
-        ({"checkpoint": "m.pt", "max_points": 1.5}, "integer"),
-        ({"checkpoint": "m.pt", "vocabulary": "car"}, "list of strings"),
-        ({"checkpoint": "m.pt", "device": "tpu"}, "device"),
-        ({"checkpoint": "m.pt", "sparse_backend": "spconv"}, "sparse_backend"),
-        ({"checkpoint": "m.pt", "publish_rgb": True}, "unknown parameters"),  # a node setting, not the runtime's
-    ]:
-        with pytest.raises(ValueError, match=message):
-            RuntimeSettings.from_values(values)
-    for values, use_cameras, message in [
-        ({}, True, "camera_topics"),
-        ({"camera_topics": ["/a", "/a"]}, False, "repeat"),
-        ({"publish_rgb": 1}, False, "bool"),
-        ({"queue_size": 0}, False, "queue_size"),
-        ({"diagnostics_period": 0.0}, False, "diagnostics_period"),
-        ({"checkpoint": "m.pt"}, False, "unknown parameters"),
-    ]:
-        with pytest.raises(ValueError, match=message):
-            NodeSettings.from_values(values, use_cameras=use_cameras)
-
-
-def test_string_lists_accept_rosy_empty_lists():
-    assert string_list("x", None) == () and string_list("x", []) == () and string_list("x", [b"a"][:0]) == ()
-    assert string_list("x", ("a", "b")) == ("a", "b")
-    for bad in ("a", [1, 2], [True], 3):
-        with pytest.raises(ValueError, match="list of strings"):
-            string_list("x", bad)
-
 
 def test_small_helpers():
     assert camera_info_topic("/cam_front/image_raw") == "/cam_front/camera_info"
@@ -261,11 +212,19 @@ def test_label_info_round_trip():
         class_names_from_label_info(gap)
 
 
-def test_precision_setting_reaches_the_segmenter_and_matches_its_choices(checkpoint_path, points):
-    from clip_seg3d_ros.runtime.settings import PRECISIONS
-    from clip_seg3d_ros.segmenter import PRECISIONS as SEGMENTER_PRECISIONS
+def test_cpu_matmul_setting_is_set_for_the_process(checkpoint_path, monkeypatch):
+    from clip_seg3d_ros.sparse import conv
 
-    assert tuple(SEGMENTER_PRECISIONS) == PRECISIONS
+    monkeypatch.setattr(conv, "_cpu_matmul", "auto")  # process-wide: put back after the test
+    SegmentRuntime.load(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", cpu_matmul="mkl"))
+    assert conv._cpu_matmul == "mkl" and not conv.onednn_matmuls()
+    SegmentRuntime.load(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", cpu_matmul="onednn"))
+    assert conv._cpu_matmul == "onednn"
+    with pytest.raises(ValueError, match="cpu_matmul"):
+        SegmentRuntime.load(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", cpu_matmul="blas"))
+
+
+def test_precision_setting_reaches_the_segmenter(checkpoint_path, points):
     runtime = SegmentRuntime.load(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", precision="bf16"))
     assert runtime.segmenter.precision == "bf16"
     reference = SegmentRuntime.load(RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu")).process(points)
@@ -274,11 +233,7 @@ def test_precision_setting_reaches_the_segmenter_and_matches_its_choices(checkpo
         RuntimeSettings(checkpoint="m.pt", precision="int8").validated()
 
 
-def test_sparse_backend_setting_reaches_the_segmenter_and_matches_its_choices(checkpoint_path, points):
-    from clip_seg3d_ros.runtime.settings import SPARSE_BACKENDS
-    from clip_seg3d_ros.sparse.backend import BACKENDS
-
-    assert BACKENDS == SPARSE_BACKENDS
+def test_sparse_backend_setting_reaches_the_segmenter(checkpoint_path, points):
     settings = RuntimeSettings(checkpoint=str(checkpoint_path), device="cpu", sparse_backend="batched")
     runtime = SegmentRuntime.load(settings)
     assert runtime.segmenter.sparse_backend == "batched"

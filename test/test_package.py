@@ -36,8 +36,8 @@ def imported_modules(path) -> set[str]:
 
 def test_the_top_level_is_the_core_and_every_folder_is_one_role():
     modules = sorted(path.name for path in PACKAGE_DIR.glob("*.py"))
-    assert modules == ["__init__.py", "checkpoint.py", "device.py", "sample.py", "segmenter.py", "vocabulary.py",
-                       "voxelize.py"]
+    assert modules == ["__init__.py", "checkpoint.py", "compute_choices.py", "device.py", "files.py", "sample.py",
+                       "segmenter.py", "vocabulary.py", "voxelize.py"]
     folders = {path.name for path in PACKAGE_DIR.iterdir() if path.is_dir() and path.name != "__pycache__"}
     assert folders == ROLES
     assert all((PACKAGE_DIR / folder / "__init__.py").is_file() for folder in folders)

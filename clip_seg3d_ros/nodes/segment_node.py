@@ -48,7 +48,8 @@ import threading
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.srv import ListParameters
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -66,16 +67,18 @@ from clip_seg3d_ros.evaluation.colors import class_colors, label_colors
 from clip_seg3d_ros.nodes.camera_buffer import CameraBuffer
 from clip_seg3d_ros.nodes.latest_slot import LatestSlot
 from clip_seg3d_ros.nodes.main import run_node
-from clip_seg3d_ros.nodes.settings import DESCRIPTIONS as NODE_DESCRIPTIONS
 from clip_seg3d_ros.nodes.settings import (
     EXTRINSICS_DESCRIPTIONS,
     EXTRINSICS_KEYS,
     NODE_NAME,
+    NODE_PARAMETERS,
     NodeSettings,
     camera_info_topic,
     camera_name,
     extrinsics_parameter,
     lidar_to_camera_from_parameters,
+    node_parameter,
+    unknown_parameter_warnings,
 )
 from clip_seg3d_ros.nodes.sweep_stats import ERROR, OK, WARN, SweepStatistics
 from clip_seg3d_ros.ros.camera_frame import camera_frame_from_messages
@@ -90,8 +93,7 @@ from clip_seg3d_ros.ros.pointcloud2 import (
 )
 from clip_seg3d_ros.ros.tf import stamp_to_ns, transform_to_matrix
 from clip_seg3d_ros.runtime.runtime import STAGES, SegmentRuntime
-from clip_seg3d_ros.runtime.settings import DESCRIPTIONS as RUNTIME_DESCRIPTIONS
-from clip_seg3d_ros.runtime.settings import RUNTIME_PARAMETERS, RuntimeSettings
+from clip_seg3d_ros.runtime.settings import RuntimeSettings, Setting
 
 LOG_THROTTLE_S = 5.0
 INPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -146,23 +148,30 @@ class SegmentationNode(Node):
     # --- set-up -----------------------------------------------------------------------------------------------
 
     def _declare_parameters(self) -> tuple[RuntimeSettings, NodeSettings]:
-        """Declare every parameter with its default and description; read and validate them once.
+        """Declare every parameter of the schema (:data:`NODE_PARAMETERS`) with its descriptor; read and validate
+        them once, and warn about names in the params file that the node does not know.
 
-        The runtime settings (shared with replay) and the node's own. Dynamic typing, validated by the settings
-        classes: ROS types an empty list as a byte array and would refuse ``score_threshold: 1`` (an integer)
-        for a double; the rules live in one place instead.
+        Dynamic typing, checked by the schema: ROS types an empty list as a byte array and would refuse
+        ``score_threshold: 1`` (an integer) for a double. A value given at start-up (params file, ``-p``) is
+        checked by the schema before rclpy applies the descriptor's range, so that a bad one is refused with the
+        schema's message (a ValueError: main() reports it and exits).
         """
-        def declare(settings_class, descriptions: dict[str, str]) -> dict:
-            values = {}
-            for name, default in settings_class.defaults().items():
-                descriptor = ParameterDescriptor(
-                    description=descriptions[name], dynamic_typing=True, read_only=name not in RUNTIME_PARAMETERS
-                )
-                values[name] = self.declare_parameter(name, default, descriptor).value
-            return values
-
-        runtime = RuntimeSettings.from_values(declare(RuntimeSettings, RUNTIME_DESCRIPTIONS))
-        node = NodeSettings.from_values(declare(NodeSettings, NODE_DESCRIPTIONS), use_cameras=runtime.use_cameras)
+        overrides = self._parameter_overrides  # the params file's and -p values; rclpy has no public getter
+        # First, so that a misspelt name is named even when start-up then fails (a "required" checkpoint).
+        known = [*self.list_parameters([], ListParameters.Request.DEPTH_RECURSIVE).names,  # rclpy's own
+                 *(entry.name for entry in NODE_PARAMETERS)]
+        for warning in unknown_parameter_warnings(overrides, known):
+            self.get_logger().warning(warning)
+        defaults = {**RuntimeSettings.defaults(), **NodeSettings.defaults()}
+        values = {}
+        for entry in NODE_PARAMETERS:
+            if entry.name in overrides:
+                entry.check(overrides[entry.name].value)
+            values[entry.name] = self.declare_parameter(entry.name, defaults[entry.name],
+                                                        parameter_descriptor(entry)).value
+        runtime = RuntimeSettings.from_values({name: values[name] for name in RuntimeSettings.names()})
+        node = NodeSettings.from_values({name: values[name] for name in NodeSettings.names()},
+                                        use_cameras=runtime.use_cameras)
         return runtime, node
 
     def _subscribe_to_cameras(self) -> None:
@@ -238,9 +247,10 @@ class SegmentationNode(Node):
             self.stats.record_dropped()
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
-        try:
-            for parameter in parameters:
-                self.runtime.apply(parameter.name, parameter.value)
+        try:  # every value checked by the schema before any is applied
+            values = {parameter.name: node_parameter(parameter.name).check(parameter.value) for parameter in parameters}
+            for name, value in values.items():
+                self.runtime.apply(name, value)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         names = {parameter.name for parameter in parameters}
@@ -360,6 +370,20 @@ class SegmentationNode(Node):
         self.get_logger().info(f"processed {stats.processed} sweeps, dropped {stats.dropped}, skipped "
                                f"{dict(stats.skipped)}; mean stage times (ms): {timings or 'none'}")
         self.runtime.close()
+
+
+def parameter_descriptor(entry: Setting) -> ParameterDescriptor:
+    """What ``ros2 param describe`` shows of a setting: its description, its rule (with the unit), its range;
+    read-only unless it can change at runtime. Dynamic typing: the schema checks the type (see
+    :meth:`SegmentationNode._declare_parameters`)."""
+    descriptor = ParameterDescriptor(description=entry.summary(), additional_constraints=entry.rule(),
+                                     dynamic_typing=True, read_only=not entry.changeable)
+    if entry.type is float:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(entry.minimum),
+                                                              to_value=float(entry.maximum), step=0.0)]
+    elif entry.type is int:
+        descriptor.integer_range = [IntegerRange(from_value=entry.minimum, to_value=entry.maximum, step=1)]
+    return descriptor
 
 
 def main(args: list[str] | None = None) -> int:

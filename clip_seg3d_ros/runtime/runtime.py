@@ -61,6 +61,7 @@ from clip_seg3d_ros.runtime.settings import (
 from clip_seg3d_ros.runtime.vocabulary_update import clean_class_names, resolve_vocabulary
 from clip_seg3d_ros.sample import IGNORE_INDEX, CameraFrame
 from clip_seg3d_ros.segmenter import Segmenter, unusable_points, validate_points, voxel_results_to_points
+from clip_seg3d_ros.sparse.conv import set_cpu_matmul
 from clip_seg3d_ros.vocabulary import Vocabulary
 
 if TYPE_CHECKING:  # the teacher package imports open_clip: loaded only when a teacher is built
@@ -185,6 +186,7 @@ class SegmentRuntime:
         device = resolve_device(settings.device)
         # A process-wide setting: the node and replay own their process, and share the CPU with the robot.
         torch.set_num_threads(settings.threads())
+        set_cpu_matmul(settings.cpu_matmul)
         checkpoint, model = load_model(settings.checkpoint)
         segmenter = Segmenter(model, checkpoint.vocabulary, device, settings.sparse_backend,
                               settings.calibration_bias, precision=settings.precision)

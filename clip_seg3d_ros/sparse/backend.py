@@ -18,7 +18,7 @@ import importlib.util
 
 import torch
 
-BACKENDS = ("auto", "native", "batched", "torchsparse")
+from clip_seg3d_ros.compute_choices import SPARSE_BACKENDS as BACKENDS
 
 
 def torchsparse_available() -> bool:

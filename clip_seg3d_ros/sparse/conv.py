@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from clip_seg3d_ros.compute_choices import CPU_MATMULS
 from clip_seg3d_ros.sparse.kernel_map import KernelMap
 from clip_seg3d_ros.sparse.tensor import SparseTensor, Workspace
 
@@ -127,11 +128,6 @@ ONEDNN_BYTES_PER_CALL = 1 << 21
 fresh product is a block the allocator just freed (still in cache) rather than new pages from the system
 (which cost more to fault in than the matmul)."""
 
-
-CPU_MATMULS = ("auto", "onednn", "mkl")
-"""Where a CPU float32 convolution's large matmuls run: ``auto`` (:func:`cpu_prefers_onednn`), ``onednn`` (from
-:data:`ONEDNN_MIN_MULTIPLY_ADDS`), ``mkl`` (all of them on ``mm``). A process-wide choice, set by the node,
-replay and training from their ``cpu_matmul`` setting (:func:`set_cpu_matmul`)."""
 
 _cpu_matmul = "auto"
 

@@ -35,6 +35,7 @@ replay that fails leaves no output bag behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import sys
@@ -69,7 +70,7 @@ from clip_seg3d_ros.ros.pointcloud2 import (
 )
 from clip_seg3d_ros.ros.tf import stamp_to_ns
 from clip_seg3d_ros.runtime.runtime import STAGES, SegmentRuntime
-from clip_seg3d_ros.runtime.settings import DESCRIPTIONS, PRECISIONS, SPARSE_BACKENDS, RuntimeSettings
+from clip_seg3d_ros.runtime.settings import RUNTIME_SCHEMA, RuntimeSettings, Setting
 
 log = logging.getLogger(__name__)
 
@@ -273,14 +274,48 @@ def _ground_truth(
 
 
 def runtime_settings(args: argparse.Namespace) -> RuntimeSettings:
-    """The node's settings from replay's options (the same names, with - for _)."""
-    return RuntimeSettings(
-        checkpoint=str(args.checkpoint), device=args.device, sparse_backend=args.sparse_backend,
-        vocabulary=tuple(args.vocabulary), score_threshold=args.score_threshold, max_points=args.max_points,
-        calibration_bias=args.calibration_bias, use_cameras=args.use_cameras, fusion_weight=args.fusion_weight,
-        clip_model=args.clip_model, clip_weights=args.clip_weights, clip_quick_gelu=args.clip_quick_gelu,
-        precision=args.precision, num_threads=args.num_threads,
-    )
+    """The node's settings from replay's options: the schema's default for every option not given."""
+    given = {entry.name: getattr(args, entry.name) for entry in RUNTIME_SCHEMA}
+    return RuntimeSettings.from_values({name: value for name, value in given.items() if value is not None})
+
+
+def setting_option_value(entry: Setting):
+    """argparse's ``type`` for a setting's option: the text as the setting's type, checked by the schema, whose
+    message argparse prints when it is refused."""
+    def parse(text: str):
+        value = text
+        if entry.type in (int, float):
+            with contextlib.suppress(ValueError):  # not a number: the schema's check names the type expected
+                value = entry.type(text)
+        try:
+            return entry.check(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from error
+
+    parse.__name__ = entry.type.__name__
+    return parse
+
+
+def setting_help(entry: Setting) -> str:
+    """The option's help: the setting's description, its rule (argparse lists choices itself), its default."""
+    rule = "" if entry.choices else entry.rule()
+    parts = [entry.summary(), rule, f"default: {entry.default!r}" if entry.default not in ("", ()) else ""]
+    return "; ".join(part for part in parts if part).replace("%", "%%")
+
+
+def add_setting_options(group, schema: Sequence[Setting]) -> None:
+    """One option per setting: ``--name`` with dashes for underscores, its type, choices and help from the
+    schema. The default is None, meaning the schema's default (:func:`runtime_settings` passes on only what was
+    given)."""
+    for entry in schema:
+        option = "--" + entry.name.replace("_", "-")
+        if entry.type is bool:
+            group.add_argument(option, action=argparse.BooleanOptionalAction, default=None, help=setting_help(entry))
+        elif entry.type is tuple:
+            group.add_argument(option, nargs="*", default=None, metavar="NAME", help=setting_help(entry))
+        else:
+            group.add_argument(option, type=setting_option_value(entry), choices=entry.choices or None,
+                               required=entry.required, default=None, help=setting_help(entry))
 
 
 def format_latency(latency: dict[str, dict[str, float]]) -> str:
@@ -301,24 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera-max-offset", type=float, default=0.1, help="seconds between sweep and image")
     parser.add_argument("--no-progress", action="store_true")
     # The node's parameters (clip_seg3d_ros.runtime.settings), with the node's defaults.
-    defaults = RuntimeSettings()
-    node = parser.add_argument_group("segmentation (the node's parameters of the same names)")
-    node.add_argument("--checkpoint", required=True, type=Path, help=DESCRIPTIONS["checkpoint"])
-    node.add_argument("--device", default=defaults.device, help=DESCRIPTIONS["device"])
-    node.add_argument("--sparse-backend", default=defaults.sparse_backend, choices=SPARSE_BACKENDS)
-    node.add_argument("--vocabulary", nargs="*", default=[], metavar="CLASS", help=DESCRIPTIONS["vocabulary"])
-    node.add_argument("--score-threshold", type=float, default=defaults.score_threshold,
-                      help=DESCRIPTIONS["score_threshold"])
-    node.add_argument("--max-points", type=int, default=defaults.max_points, help=DESCRIPTIONS["max_points"])
-    node.add_argument("--calibration-bias", type=float, default=defaults.calibration_bias,
-                      help=DESCRIPTIONS["calibration_bias"])
-    node.add_argument("--use-cameras", action="store_true", help=DESCRIPTIONS["use_cameras"])
-    node.add_argument("--fusion-weight", type=float, default=defaults.fusion_weight, help=DESCRIPTIONS["fusion_weight"])
-    node.add_argument("--clip-model", default=defaults.clip_model, help=DESCRIPTIONS["clip_model"])
-    node.add_argument("--clip-weights", default=defaults.clip_weights, help=DESCRIPTIONS["clip_weights"])
-    node.add_argument("--clip-quick-gelu", action="store_true", help=DESCRIPTIONS["clip_quick_gelu"])
-    node.add_argument("--precision", default=defaults.precision, choices=PRECISIONS, help=DESCRIPTIONS["precision"])
-    node.add_argument("--num-threads", type=int, default=defaults.num_threads, help=DESCRIPTIONS["num_threads"])
+    add_setting_options(parser.add_argument_group("segmentation (the node's parameters of the same names)"),
+                        RUNTIME_SCHEMA)
     return parser
 
 
@@ -326,10 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        runtime = SegmentRuntime.load(runtime_settings(args))
+        settings = runtime_settings(args)
+        runtime = SegmentRuntime.load(settings)
         report = replay_bag(
             args.bag, runtime, out=args.out, points_topic=args.points_topic, gt_topic=args.gt_topic,
-            use_cameras=args.use_cameras, camera_max_offset_s=args.camera_max_offset,
+            use_cameras=settings.use_cameras, camera_max_offset_s=args.camera_max_offset,
             out_storage=args.out_storage, progress=not args.no_progress,
         )
     except (BagError, CheckpointError, ValueError) as error:  # ReplayError is a BagError
