@@ -24,14 +24,15 @@ def atomic_outputs(targets: Sequence[str | Path | None]) -> Iterator[list[Path |
     """Staging paths for ``targets`` (files or folders, None for "not wanted"), moved onto them on success.
 
     Each target gets a path with its own name inside a staging folder beside it (``.partial-<pid>-<name>``), so
-    that a tool naming its files after their folder (rosbags does) names them right. A target that exists is
-    refused (FileExistsError) before anything is written. Targets move in order when the block completes;
+    that a tool naming its files after their folder (rosbags does) names them right. A target folder that exists
+    is refused (FileExistsError) before anything is written; an existing file is replaced, but only on success.
+    Targets move in order when the block completes;
     on any exception, KeyboardInterrupt included, the staging folders and the parents this call created are
     removed and the exception goes on.
     """
     wanted = [Path(target) for target in targets if target is not None]
     for target in wanted:
-        if target.exists() or target.is_symlink():
+        if target.is_dir():
             raise FileExistsError(errno.EEXIST, "exists already (choose another path or remove it)", str(target))
     created: list[Path] = []
     staging: dict[Path, Path] = {}
@@ -43,7 +44,7 @@ def atomic_outputs(targets: Sequence[str | Path | None]) -> Iterator[list[Path |
             staging[target] = folder
         yield [None if target is None else staging[Path(target)] / Path(target).name for target in targets]
         for target, folder in staging.items():
-            (folder / target.name).rename(target)
+            (folder / target.name).replace(target)
     except BaseException:
         for target in wanted:  # a target moved before a later one failed goes too: all or nothing
             if target in staging and not (staging[target] / target.name).exists() and target.exists():
@@ -59,6 +60,9 @@ def atomic_outputs(targets: Sequence[str | Path | None]) -> Iterator[list[Path |
 def make_parents(folder: Path) -> list[Path]:
     """Create ``folder`` and its missing parents; the ones created, outermost first."""
     missing = [parent for parent in (folder, *folder.parents) if not parent.exists()][::-1]
+    nearest = missing[0].parent if missing else folder
+    if not nearest.is_dir():  # mkdir would say "File exists" of a path below a file
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(nearest))
     folder.mkdir(parents=True, exist_ok=True)
     return missing
 

@@ -425,7 +425,6 @@ REPLAY_CASES = [
     ("embeddings a list", ["--checkpoint", "{bad:vocabulary.text_embeddings}"], "field 'vocabulary.text_embeddings'"),
     ("names one string", ["--checkpoint", "{bad:vocabulary.names}"], "field 'vocabulary.names'"),
     ("unknown device", ["--checkpoint", "{ckpt}", "--device", "tpu"], "device 'tpu' is not a device"),
-    ("score threshold", ["--checkpoint", "{ckpt}", "--score-threshold", "1.5"], "score_threshold"),
     ("unknown class", ["--checkpoint", "{ckpt}", "--vocabulary", "road", "zebra"], "zebra"),
 ]
 REPLAY_BAD_VALUES = {"model_config.voxel_size": "0.2", "model_config.temperature": 0,
@@ -530,6 +529,10 @@ ARGPARSE_CASES = [
     (to_bag.main, ["--dataset", "synthetic", "--scenes", "0", "--out", "x"], "argument --scenes: must be an"),
     (to_bag.main, ["--dataset", "synthetic", "--limit", "-2", "--out", "x"], "argument --limit: must be an"),
     (replay.main, ["bag"], "the following arguments are required: --checkpoint"),
+    # The node's settings, checked by the settings schema as replay parses them.
+    (replay.main, ["bag", "--checkpoint", "m.pt", "--score-threshold", "1.5"], "'score_threshold' must be in [0, 1]"),
+    (replay.main, ["bag", "--checkpoint", "m.pt", "--calibration-bias", "nan"], "'calibration_bias' must be a finite"),
+    (replay.main, ["bag", "--checkpoint", "m.pt", "--num-threads", "100000"], "'num_threads' must be in [0, 256]"),
 ]
 
 
@@ -546,12 +549,13 @@ def test_bad_option_values_are_refused_by_the_parser(main, arguments, words, cap
 
 
 def test_replay_metrics_that_cannot_be_written_are_one_error_line(small_bag, good_checkpoint, tmp_path, capsys):
-    """Written after the replay: the labelled bag is complete and kept, the status says the metrics are missing."""
+    """The labelled bag and the metrics are one output: when the metrics cannot be written, no bag is kept."""
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert replay.main([str(small_bag), "--checkpoint", str(good_checkpoint), "--metrics", f"{blocker}/m.json",
-                        "--no-progress"]) == 1
-    _assert_one_error_line(capsys, f"cannot write the metrics to {blocker}/m.json")
+                        "--out", str(tmp_path / "runs" / "labelled"), "--no-progress"]) == 1
+    _assert_one_error_line(capsys, f"{blocker}: Not a directory")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]  # no bag, no runs/ folder
 
 
 def test_scan_files_that_are_not_points_are_one_clear_error(tmp_path):

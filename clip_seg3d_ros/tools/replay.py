@@ -51,6 +51,7 @@ from tqdm import tqdm
 from clip_seg3d_ros.checkpoint import CheckpointError
 from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, prediction_lookup, summarize
 from clip_seg3d_ros.evaluation.summary import format_metrics_table, write_metrics_json
+from clip_seg3d_ros.files import atomic_outputs, os_error_line, signals_interrupt
 from clip_seg3d_ros.ros.bag_reader import (
     BagCameras,
     BagError,
@@ -345,16 +346,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        settings = runtime_settings(args)
-        runtime = SegmentRuntime.load(settings)
-        report = replay_bag(
-            args.bag, runtime, out=args.out, points_topic=args.points_topic, gt_topic=args.gt_topic,
-            use_cameras=settings.use_cameras, camera_max_offset_s=args.camera_max_offset,
-            out_storage=args.out_storage, progress=not args.no_progress,
-        )
+        # The labelled bag and the metrics appear together, whole, or not at all (an error, Ctrl-C, SIGTERM).
+        with signals_interrupt(), atomic_outputs([args.out, args.metrics]) as (out, metrics):
+            settings = runtime_settings(args)
+            runtime = SegmentRuntime.load(settings)
+            report = replay_bag(
+                args.bag, runtime, out=out, points_topic=args.points_topic, gt_topic=args.gt_topic,
+                use_cameras=settings.use_cameras, camera_max_offset_s=args.camera_max_offset,
+                out_storage=args.out_storage, progress=not args.no_progress,
+            )
+            if metrics is not None:
+                write_metrics_json(report.summary(), report.class_names, report.seen, metrics)
+    except OSError as error:  # no space, read-only, permission, not a directory, exists already
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
+        return 1
     except (BagError, CheckpointError, ValueError) as error:  # ReplayError is a BagError
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
     print(f"{report.sweeps} sweeps labelled, {report.evaluated} evaluated, {sum(report.skipped.values())} skipped")
     for reason, count in sorted(report.skipped.items()):
         print(f"  skipped ({reason}): {count}")
@@ -363,12 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report.evaluated:
         print(format_metrics_table(report.metrics, report.seen))
     print(format_latency(report.latency_ms()))
+    if args.out is not None:
+        print(f"labelled bag written to {args.out}")
     if args.metrics is not None:
-        try:
-            write_metrics_json(report.summary(), report.class_names, report.seen, args.metrics)
-        except OSError as error:
-            print(f"error: cannot write the metrics to {args.metrics}: {error.strerror or error}", file=sys.stderr)
-            return 1
         print(f"metrics written to {args.metrics}")
     return 0
 

@@ -13,7 +13,6 @@ exit status 1, no traceback, and no partial bag left behind.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import yaml
 from rosbags.rosbag2 import WriterError
 
+from clip_seg3d_ros.files import atomic_outputs, os_error_line, signals_interrupt
 from clip_seg3d_ros.ros.bag_reader import BagError, one_line
 from clip_seg3d_ros.ros.bag_writer import DEFAULT_BASE_TIME_S, STORAGES, write_bag
 from clip_seg3d_ros.sample import Sample
@@ -88,23 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    existed = args.out.exists()
     try:
-        samples, count, class_names, base_time = load_samples(args)
-        summary = write_bag(
-            samples, args.out, storage=args.storage, lidar_frame=args.lidar_frame,
-            base_time_s=base_time if args.base_time is None else args.base_time, period_s=args.period,
-            class_names=class_names, total=count,
-        )
-    except (OSError, ValueError, WriterError, BagError, yaml.YAMLError) as error:  # JSON errors are ValueErrors
-        if not existed:  # a sample that failed mid-bag: the writer aborted, leaving an unreadable folder
-            shutil.rmtree(args.out, ignore_errors=True)
+        # The bag appears whole or not at all: an error, Ctrl-C or SIGTERM leaves nothing that blocks the next run.
+        with signals_interrupt(), atomic_outputs([args.out]) as (out,):
+            samples, count, class_names, base_time = load_samples(args)
+            summary = write_bag(
+                samples, out, storage=args.storage, lidar_frame=args.lidar_frame,
+                base_time_s=base_time if args.base_time is None else args.base_time, period_s=args.period,
+                class_names=class_names, total=count,
+            )
+    except OSError as error:  # no space, read-only, permission, not a directory, exists already
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
+        return 1
+    except (ValueError, WriterError, BagError, yaml.YAMLError) as error:  # JSON errors are ValueErrors
         # The datasets parse their YAML from text, so PyYAML's message names no file: name the root at least.
         where = f"{args.root}: invalid YAML: " if isinstance(error, yaml.YAMLError) else ""
         print(f"error: {where}{one_line(error)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; no bag was written", file=sys.stderr)
+        return 130
     topics = ", ".join(f"{topic} {count}" for topic, count in sorted(summary.messages.items()))
-    print(f"wrote {len(summary.sweep_stamps)} sweeps to {summary.path}: {topics}")
+    print(f"wrote {len(summary.sweep_stamps)} sweeps to {args.out}: {topics}")
     return 0
 
 
