@@ -165,6 +165,25 @@ def test_statistics_report_levels_describe_the_last_interval():
     assert stats.report().level == OK  # nothing new since
 
 
+def test_non_finite_output_is_an_error_and_unusual_ignored_points_a_warning():
+    stats = SweepStatistics()
+    # NaN coordinates are how organised clouds say "no return": counted, not a fault.
+    stats.record_processed({"total": 5.0}, {"non-finite coordinates": 40})
+    report = stats.report()
+    assert report.level == OK and report.values["points ignored: non-finite coordinates"] == "40"
+    stats.record_processed({"total": 5.0}, {"outside the voxel grid": 1, "bad intensity": 2})
+    report = stats.report()
+    assert report.level == WARN and "points ignored (bad intensity: 2, outside the voxel grid: 1)" in report.message
+    # A sweep refused for NaN scores is an error even while other sweeps are labelled.
+    stats.record_processed({"total": 5.0})
+    stats.record_skipped("non_finite_output")
+    report = stats.report()
+    assert report.level == ERROR and "non_finite_output: 1" in report.message
+    assert report.values["sweeps skipped: non_finite_output"] == "1" and report.values["sweeps processed"] == "3"
+    stats.record_processed({"total": 5.0})
+    assert stats.report().level == OK
+
+
 # --- camera frames and label map from messages -------------------------------------------------------------------
 
 def header(frame_id="camera", sec=5, nanosec=250_000_000):

@@ -92,7 +92,7 @@ from clip_seg3d_ros.ros.pointcloud2 import (
     xyz_intensity,
 )
 from clip_seg3d_ros.ros.tf import stamp_to_ns, transform_to_matrix
-from clip_seg3d_ros.runtime.runtime import STAGES, SegmentRuntime
+from clip_seg3d_ros.runtime.runtime import STAGES, NonFiniteOutputError, SegmentRuntime
 from clip_seg3d_ros.runtime.settings import RuntimeSettings, Setting
 
 LOG_THROTTLE_S = 5.0
@@ -290,6 +290,9 @@ class SegmentationNode(Node):
                 return
             try:
                 self._process(cloud)
+            except NonFiniteOutputError as error:  # no labels rather than wrong ones: /diagnostics says ERROR
+                self.stats.record_skipped("non_finite_output")
+                self.get_logger().error(f"not publishing a sweep: {error}", throttle_duration_sec=LOG_THROTTLE_S)
             except (PointCloud2Error, ValueError) as error:
                 self.stats.record_skipped("bad_message")
                 self.get_logger().warning(f"skipping a sweep: {error}", throttle_duration_sec=LOG_THROTTLE_S)
@@ -311,7 +314,7 @@ class SegmentationNode(Node):
                                                         height=int(cloud.height), width=int(cloud.width)))
         for stage, milliseconds in result.timings_ms.items():
             self.time_publishers[stage].publish(Float32(data=float(milliseconds)))
-        self.stats.record_processed(result.timings_ms)
+        self.stats.record_processed(result.timings_ms, result.unusable_points)
 
     def _camera_frames(self, cloud: PointCloud2) -> list:
         """One CameraFrame per camera with an image near the sweep, CameraInfo and extrinsics; each camera left
