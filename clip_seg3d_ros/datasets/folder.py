@@ -26,7 +26,7 @@ import yaml
 from PIL import Image
 
 from clip_seg3d_ros.datasets.scan_file import read_scan
-from clip_seg3d_ros.geometry.camera import CameraModel
+from clip_seg3d_ros.geometry.camera import CameraModel, check_camera_names
 from clip_seg3d_ros.sample import CameraFrame, DatasetError, Sample
 
 
@@ -53,6 +53,7 @@ class FolderDataset:
                 )
                 for entry in config.get("cameras", [])
             ]
+            check_camera_names([camera.name for camera in self.cameras])
         except (KeyError, TypeError, ValueError) as error:
             raise DatasetError(f"{calib_file}: invalid camera entry: {error}") from error
         self.scans = sorted(p for p in (self.root / "scans").glob("*") if p.suffix in {".bin", ".npy"})

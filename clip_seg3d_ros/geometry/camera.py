@@ -7,6 +7,7 @@ and ROS CameraInfo: integer values at pixel centres, so pixel column i covers u 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -145,3 +146,24 @@ def projection_cells(
     """
     rows, columns = projection.pixel_indices()
     return pixel_cells(rows, columns, image_size, grid_size)
+
+
+def camera_namespace(camera_name: str) -> str:
+    """A valid ROS name for a camera, its topics' namespace and its frame's stem: lower case, anything but
+    letters, digits and _ replaced by _."""
+    name = re.sub(r"[^a-z0-9_]", "_", camera_name.lower()).strip("_") or "camera"
+    return f"camera_{name}" if name[0].isdigit() else name
+
+
+def check_camera_names(names: Sequence[str]) -> None:
+    """ValueError unless every camera name is usable as a folder name and a ROS namespace: not empty, no path
+    separator, not ``.`` or ``..`` (a dataset reads ``images/<camera>/``: a name must not leave the dataset), and
+    no two names alike once made a ROS name (:func:`camera_namespace`: they would share topics and a frame)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"camera name {name!r} is not a plain name (no path separators, not . or ..)")
+        namespace = camera_namespace(name)
+        if namespace in seen:
+            raise ValueError(f"camera names {seen[namespace]!r} and {name!r} both become {namespace!r} as ROS names")
+        seen[namespace] = name

@@ -26,7 +26,6 @@ is logged at its header stamp. The dataset's class names are stored in the bag's
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from clip_seg3d_ros.geometry.calibration import camera_info_fields
+from clip_seg3d_ros.geometry.camera import camera_namespace, check_camera_names
 from clip_seg3d_ros.geometry.transforms import invert_transform
 from clip_seg3d_ros.ros.bag_reader import CLASS_NAMES_KEY, BagError, one_line
 from clip_seg3d_ros.ros.image import rgb_image_fields
@@ -80,12 +80,6 @@ TF_STATIC_QOS = Qos(
 )
 
 
-def camera_namespace(camera_name: str) -> str:
-    """A valid ROS name for a camera: lower case, anything but letters, digits and _ replaced by _."""
-    name = re.sub(r"[^a-z0-9_]", "_", camera_name.lower()).strip("_") or "camera"
-    return f"camera_{name}" if name[0].isdigit() else name
-
-
 def optical_frame(camera_name: str) -> str:
     return f"{camera_namespace(camera_name)}_optical_frame"
 
@@ -116,6 +110,7 @@ class SampleWriter:
         self.counts: dict[str, int] = {}
         self.static_transforms: dict[str, np.ndarray] = {}  # camera optical frame -> lidar_to_camera written
         self.moving_frames: set[str] = set()  # optical frames whose transform changed since /tf_static
+        self.camera_names: dict[str, str] = {}  # ROS name -> camera name, one each
 
     def _write(self, topic: str, msgtype: str, message, stamp_ns: int, qos: Sequence[Qos] = ()) -> None:
         if topic not in self.connections:
@@ -142,10 +137,23 @@ class SampleWriter:
                 truth[name] = points[name]
             truth["label"] = np.where(sample.labels < 0, LABEL_IGNORED, sample.labels)
             self._write(GT_TOPIC, cloud_type, create_cloud(truth, header, self.cloud_types), stamp_ns)
+        self._check_camera_names(sample)
         camera_stamps = [stamp_ns + seconds_to_ns(frame.timestamp - sample.timestamp) for frame in sample.cameras]
         self._write_transforms(sample.cameras, camera_stamps, stamp_ns)
         for frame, camera_stamp in zip(sample.cameras, camera_stamps, strict=True):
             self._write_camera(frame, camera_stamp)
+
+    def _check_camera_names(self, sample: Sample) -> None:
+        """Each camera keeps its own topics and frame, within a sweep and across the bag."""
+        names = [frame.camera.name for frame in sample.cameras]
+        try:
+            check_camera_names(names)
+            for name in names:
+                if self.camera_names.setdefault(camera_namespace(name), name) != name:
+                    raise ValueError(f"camera names {self.camera_names[camera_namespace(name)]!r} and {name!r} both "
+                                     f"become {camera_namespace(name)!r} as ROS names")
+        except ValueError as error:
+            raise ValueError(f"sample {sample.name}: {error}") from error
 
     def _transform_message(self, frames: Sequence[CameraFrame], stamps: Sequence[int]):
         """TFMessage: each camera's optical frame as a child of the LiDAR frame (its pose in the LiDAR frame)."""
