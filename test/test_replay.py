@@ -445,20 +445,32 @@ def test_huge_layouts_are_a_named_reason_not_undecodable(samples, checkpoint, tm
     assert (report.sweeps, dict(report.skipped)) == (1, {"malformed cloud: layout too large": 3})
 
 
-def _failing_checkpoint(checkpoint: Path, folder: Path) -> Path:
-    """A valid checkpoint that fails on every sweep: 1 nm voxels put every point beyond the voxel grid."""
+def _nanometre_checkpoint(checkpoint: Path, folder: Path) -> Path:
+    """A valid checkpoint whose 1 nm voxels put every point beyond the voxel grid."""
     payload = torch.load(checkpoint, weights_only=True)
     payload["model_config"]["voxel_size"] = 1e-9
     torch.save(payload, folder / "nanometre.pt")
     return folder / "nanometre.pt"
 
 
-def test_a_replay_that_labels_nothing_fails_in_one_line_and_leaves_no_bag(bag, samples, checkpoint, tmp_path,
-                                                                          capsys):
+def test_points_off_the_voxel_grid_are_ignored_not_the_sweeps(bag, checkpoint, tmp_path):
     out = tmp_path / "labelled"
-    _assert_fails_in_one_line([str(bag), "--checkpoint", str(_failing_checkpoint(checkpoint, tmp_path)),
-                               "--out", str(out)], "no cloud on /points could be labelled (processing failed: 3)",
-                              capsys)
+    report = replay_bag(bag, node_runtime(_nanometre_checkpoint(checkpoint, tmp_path)), out=out, progress=False)
+    assert report.sweeps == 3 and not report.skipped
+    for _, message in read_topic(out, "/points_labelled"):
+        assert (read_labels(message) == -1).all()
+
+
+def test_a_replay_that_labels_nothing_fails_in_one_line_and_leaves_no_bag(bag, samples, checkpoint, tmp_path,
+                                                                          capsys, monkeypatch):
+    def nan_logits(self, prepared):
+        return torch.full((len(prepared.voxels.coords), len(self.vocabulary)), float("nan"))
+
+    out = tmp_path / "labelled"
+    with monkeypatch.context() as patch:  # a broken network: every sweep's probabilities are NaN
+        patch.setattr(Segmenter, "infer_logits", nan_logits)
+        _assert_fails_in_one_line([str(bag), "--checkpoint", str(checkpoint), "--out", str(out)],
+                                  "no cloud on /points could be labelled (non-finite output: 3)", capsys)
     assert not out.exists()
 
     empty_only = tmp_path / "empty_only"

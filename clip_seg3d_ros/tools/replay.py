@@ -70,7 +70,7 @@ from clip_seg3d_ros.ros.pointcloud2 import (
     xyz_intensity,
 )
 from clip_seg3d_ros.ros.tf import stamp_to_ns
-from clip_seg3d_ros.runtime.runtime import STAGES, SegmentRuntime
+from clip_seg3d_ros.runtime.runtime import STAGES, NonFiniteOutputError, SegmentRuntime
 from clip_seg3d_ros.runtime.settings import RUNTIME_SCHEMA, RuntimeSettings, Setting
 
 log = logging.getLogger(__name__)
@@ -206,6 +206,9 @@ def replay_bag(
             frames = cameras.frames(str(message.header.frame_id), stamp_ns, report.camera_issues) if cameras else ()
             try:
                 result = runtime.process(xyzi, frames)
+            except NonFiniteOutputError as error:  # no labels rather than wrong ones
+                skip("non-finite output", str(error), log_time)
+                continue
             except (ValueError, RuntimeError) as error:  # refused points, a torch error (e.g. out of memory)
                 skip("processing failed", f"{type(error).__name__}: {error}", log_time)
                 continue
