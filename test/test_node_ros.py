@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 import rclpy  # noqa: E402
 import yaml  # noqa: E402
 from conftest import REPO_ROOT, write_random_checkpoint  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rcl_interfaces.srv import DescribeParameters, SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -351,6 +351,72 @@ def test_bad_clouds_floods_and_idle_time_are_counted_and_the_node_lives(probe, d
         if outputs is not None:
             outputs.close()
         stop_cleanly(segmenter)
+
+
+def last_status(messages: list):
+    for array in reversed(messages):
+        for status in array.status:
+            if "LiDAR segmentation" in status.name:
+                return status
+    return None
+
+
+def test_bad_points_are_ignored_and_counted_and_nan_scores_are_never_published(probe, domain_id, checkpoint,
+                                                                               tmp_path):
+    import torch
+
+    diagnostics = []
+    probe.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    points = probe.create_publisher(PointCloud2, INPUT, qos_profile_sensor_data)
+    structured = np.zeros(5_000, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
+    rng = np.random.default_rng(3)
+    for name in ("x", "y", "z"):
+        structured[name] = rng.uniform(-20, 20, len(structured))
+    structured["x"][:3] = 5000.0  # kilometres away: off the voxel grid
+    structured["intensity"][3:5] = 3e38  # near float32's maximum
+
+    def cloud(second: int) -> PointCloud2:
+        return create_cloud(structured, header_at(second), PointCloud2Types.from_rclpy())
+
+    # One bad point never costs the sweep: those points are ignored (65535) and counted, the rest labelled.
+    segmenter = NodeProcess("segment", {"checkpoint": str(checkpoint), "device": "cpu", "diagnostics_period": 0.5},
+                            tmp_path / "segment.log", domain_id)
+    outputs = Outputs(probe)
+    try:
+        assert wait_until(lambda: points.get_subscription_count(), 60)
+        labels = read_labels(publish_until_answered(points, cloud(7), outputs))
+        assert (labels[:5] == -1).all() and (labels[5:] >= 0).all()
+        assert np.isfinite(read_points(outputs.by_stamp[7 * 10**9])["score"]).all()
+        assert wait_until(lambda: int(diagnostics_values(diagnostics).get("points ignored: bad intensity", 0)) >= 2,
+                          30)
+        assert int(diagnostics_values(diagnostics)["points ignored: outside the voxel grid"]) >= 3
+    finally:
+        outputs.close()
+        stop_cleanly(segmenter)
+
+    # A checkpoint whose activations overflow: NaN scores are not published, /diagnostics says ERROR and why.
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["model_state"]["backbone.stem.0.1.weight"] *= 1e38  # finite weights, infinite activations
+    torch.save(payload, tmp_path / "overflowing.pt")
+    diagnostics.clear()
+    segmenter = NodeProcess("segment", {"checkpoint": str(tmp_path / "overflowing.pt"), "device": "cpu",
+                                        "diagnostics_period": 0.5}, tmp_path / "overflowing.log", domain_id)
+    outputs = Outputs(probe)
+    try:
+        assert wait_until(lambda: points.get_subscription_count(), 60)
+
+        def refused() -> bool:
+            status = last_status(diagnostics)
+            return status is not None and status.level == DiagnosticStatus.ERROR and \
+                "non_finite_output" in status.message
+
+        assert wait_until(refused, 60, every=lambda: points.publish(cloud(8)), interval=0.5)
+        assert outputs.by_stamp == {}  # nothing published: no labels rather than wrong ones
+        assert int(diagnostics_values(diagnostics)["sweeps skipped: non_finite_output"]) >= 1
+    finally:
+        outputs.close()
+        code, log = segmenter.stop()
+    assert code == 0 and "not publishing a sweep: non-finite class probabilities" in log, log
 
 
 def header_at(second: int):
