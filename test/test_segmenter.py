@@ -6,8 +6,6 @@ import torch
 
 from clip_seg3d_ros import Segmenter, Vocabulary
 from clip_seg3d_ros.models import TextClassifier
-from clip_seg3d_ros.segmenter import unusable_points
-from clip_seg3d_ros.sparse.coords import COORD_LIMIT
 
 
 @pytest.fixture()
@@ -27,39 +25,6 @@ def test_nan_and_inf_points_are_ignored_without_disturbing_the_others(segmenter,
     good = np.setdiff1d(np.arange(len(dirty)), bad_rows)
     np.testing.assert_array_equal(labels[good], clean_labels)
     np.testing.assert_allclose(scores[good], clean_scores, rtol=1e-5)
-
-
-@pytest.mark.parametrize("bad_value", [np.nan, np.inf, 3e38, -1e3])
-def test_a_broken_intensity_keeps_only_that_point_out_of_the_network(segmenter, kitti_crop, bad_value):
-    # Intensity near float32's maximum on a few points used to overflow their voxels' means and, through the
-    # network, make every label of the sweep NaN. Now those points alone are ignored and counted.
-    broken = kitti_crop.copy()
-    broken[::500, 3] = bad_value
-    labels, scores = segmenter(broken)
-    others = np.ones(len(broken), dtype=bool)
-    others[::500] = False
-    expected_labels, expected_scores = segmenter(kitti_crop[others])
-    assert (labels[~others] == -1).all() and (scores[~others] == 0).all()
-    np.testing.assert_array_equal(labels[others], expected_labels)
-    np.testing.assert_allclose(scores[others], expected_scores, rtol=1e-5)
-    assert np.isfinite(scores).all()
-    _, counts = unusable_points(broken, segmenter.config)
-    assert counts == {"bad intensity": int((~others).sum())}
-
-
-def test_points_off_the_voxel_grid_are_ignored_not_the_sweep(segmenter, kitti_crop):
-    # One point kilometres away used to refuse the whole sweep (voxel coordinate range).
-    far = kitti_crop.copy()
-    far[7, :3] = [5000.0, -3.0, 1.0]
-    far[9, :3] = [np.nan, 0.0, 0.0]
-    labels, _ = segmenter(far)
-    others = np.setdiff1d(np.arange(len(far)), [7, 9])
-    np.testing.assert_array_equal(labels[others], segmenter(far[others])[0])
-    assert labels[7] == labels[9] == -1
-    assert unusable_points(far, segmenter.config)[1] == {"non-finite coordinates": 1, "outside the voxel grid": 1}
-    edge = COORD_LIMIT * segmenter.config.voxel_size  # the first coordinate off the grid, in metres
-    probe = np.array([[edge * 0.999, 0, 0, 0], [edge * 1.001, 0, 0, 0], [-edge * 1.001, 0, 0, 0]], np.float32)
-    assert unusable_points(probe, segmenter.config)[0].tolist() == [False, True, True]
 
 
 @pytest.mark.parametrize("columns", [3, 4, 5])

@@ -1,4 +1,4 @@
-"""Bags the project writes carry MCAP chunk CRCs, so that a damaged bag is refused on reading."""
+"""Fault injection, bags: every bag the project writes carries MCAP chunk CRCs, so a damaged one is refused."""
 
 from __future__ import annotations
 
