@@ -252,8 +252,8 @@ RUNTIME_PARAMETERS = tuple(entry.name for entry in RUNTIME_SCHEMA if entry.chang
 
 def default_threads() -> int:
     """Half the CPU cores this process may use, at least 1. torch's own default (all of them) oversubscribes a
-    robot's CPU: measured on 2 cores with one other busy process, the small network took 5.8 s a sweep with 2
-    threads and 3.6 s with 1, and small sweeps collapsed from 48 ms to 10.5 s."""
+    robot's CPU, which the node shares with the robot's other processes: a busy core slows every thread of a
+    parallel operator to its pace (measured in docs/benchmarks.md, "Threads on a shared CPU")."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
