@@ -116,8 +116,8 @@ def check_finite_output(probabilities: torch.Tensor) -> None:
     finite = torch.isfinite(probabilities).all(dim=1)
     if not bool(finite.all()):
         bad = int((~finite).sum())
-        raise NonFiniteOutputError(f"non-finite class probabilities in {bad} of {len(finite)} voxels: the sweep is not "
-                              "labelled (a broken checkpoint or CLIP model?)")
+        raise NonFiniteOutputError(f"non-finite class probabilities in {bad} of {len(finite)} voxels: the sweep is "
+                                   "not labelled (a broken checkpoint or CLIP model?)")
 
 
 class _StageClock:
