@@ -41,9 +41,13 @@ test-fast: lint ros-setup
 bench: setup
 	$(BIN)/python -m clip_seg3d_ros.tools.bench $(ARGS)
 
-# The main job on a machine without data: train on the synthetic world, evaluate, say where the results are.
+# The main job on a machine without data: train on the synthetic world, evaluate, say where the results are, and
+# that one run is one sample (seed 0 measured with 1 and 2 threads: two samples of the same method).
 demo: setup
 	$(BIN)/python training/train.py --config config/train/synthetic.yaml --out runs/demo $(ARGS)
+	@echo "This run is ONE sample. The same config trained with another seed or thread count ends elsewhere:"
+	@echo "seed 0 with 1 vs 2 threads gave unseen mIoU 72.8 vs 62.2 (a 10.6-point spread) and seen 80.6 vs 74.8."
+	@echo "Compare settings over several seeds (make benchmark ARGS='--seeds 0 1 2'), not over single runs."
 
 # The robot side: the node under the pip-installed ROS 2 labels a synthetic bag, the evaluate node scores it
 # (with the demo model: trained first if it is not there, about 7 minutes on a 2-core CPU).
@@ -56,11 +60,11 @@ runs/demo/model.pt:
 # The ablation tables of the README on the synthetic world: (a)-(e) + annotation-free with four cameras, and
 # (b), (d), (e) over three seeds with the front camera only (as SemanticKITTI).
 benchmark: setup
-	$(BIN)/python training/benchmark.py --out runs/benchmark $(ARGS)
+	$(BIN)/python benchmarks/ablation.py --out runs/benchmark $(ARGS)
 
 benchmark-front: setup
-	$(BIN)/python training/benchmark.py --config config/train/synthetic_front_camera.yaml --seeds 0 1 2 \
-	    --variants b d e --out runs/benchmark_front $(ARGS)
+	$(BIN)/python benchmarks/ablation.py --set data.synthetic_cameras=1 --seeds 0 1 2 --variants b d e \
+	    --out runs/benchmark_front $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs

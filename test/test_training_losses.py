@@ -7,12 +7,14 @@ import torch.nn.functional as F
 
 from clip_seg3d_ros.training import self_training
 from clip_seg3d_ros.training.losses import (
+    combine_targets,
     info_nce,
     mcfa_semantic_loss,
     mcfa_spatial_loss,
     text_head_cross_entropy,
+    voxel_targets,
 )
-from clip_seg3d_ros.training.steps import combine_targets, learning_rate_factor, voxel_targets
+from clip_seg3d_ros.training.schedule import learning_rate_factor
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
