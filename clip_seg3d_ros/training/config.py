@@ -156,11 +156,12 @@ class ComputeSettings:
 
     ``num_threads``: torch's CPU threads (set at the start of the run). The thread count decides the order in
     which a matmul sums its float32 products; runs that differ only in it drift apart step by step and end as
-    different models, farther apart than a change of setting is worth measuring. Fixed here, the same config
-    and seed train the same model byte for byte, however busy the machine. Default 1: the one count every
-    machine has, and the one that does not collapse when the CPU is shared (threads beyond the free cores
-    wait on each other at every operator, and a step then takes several times longer). On a machine of your
-    own, more threads train faster, reproducibly with that count. ``cpu_matmul``: where large CPU float32
+    different models, often farther apart than the effect of a setting one wants to measure. Fixed here, the
+    same config and seed train the same model byte for byte on one machine, however busy it is. Default 1: a
+    count every machine has (a run can be repeated elsewhere with it), and the one that does not collapse when
+    the CPU is shared (threads beyond the free cores wait on each other at every operator, and a step then
+    takes several times longer). On a machine of your own, more threads train faster, reproducibly with that
+    count. ``cpu_matmul``: where large CPU float32
     matmuls of the sparse convolutions run, one of :data:`~clip_seg3d_ros.sparse.conv.CPU_MATMULS` (by a
     readable rule, never a timing; see :func:`~clip_seg3d_ros.sparse.conv.set_cpu_matmul`).
     """
