@@ -10,7 +10,7 @@ The tree shows the architecture; data flows from the top of this list to the bot
 - :mod:`~clip_seg3d_ros.evaluation`: metrics, reports, plots, colours, streaming evaluation;
 - :mod:`~clip_seg3d_ros.runtime`: the one sweep path of the node and replay (settings, runtime, fusion);
 - :mod:`~clip_seg3d_ros.ros`: messages <-> numpy, rosbag reading and writing;
-- :mod:`~clip_seg3d_ros.training`: the pieces of the offline pipeline (``training/train.py`` runs them);
+- :mod:`~clip_seg3d_ros.training`: the offline pipeline, a run top to bottom in its ``loop`` module;
 - :mod:`~clip_seg3d_ros.nodes`: the two rclpy nodes, the only modules that need ROS;
 - :mod:`~clip_seg3d_ros.tools`: command-line tools (replay, bench, to_bag).
 """

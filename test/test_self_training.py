@@ -1,56 +1,9 @@
-"""Self-training labels (segments, label quality) and variants that start from another run's model after the
-CLIP-guided epochs (the benchmark's branch)."""
+"""Self-training's rules: segments, label spreading, ground removal and label quality (the branch of a
+self-training variant from another run's model is tested with the ablation runner, test_ablation.py)."""
 
 import numpy as np
-import pytest
-import torch
-from test_training_pipeline import TINY, train, weights
 
 from clip_seg3d_ros.training import self_training
-from clip_seg3d_ros.training.config import load_config
-from clip_seg3d_ros.training.data import prepare_data
-from clip_seg3d_ros.training.steps import ResumeError, branch_checkpoint, kept_checkpoint
-
-# -- a self-training run started from another run's model after the CLIP-guided epochs ---------------------------
-CLIP_GUIDED_ONLY = [*TINY, "schedule.epochs=3", "schedule.self_training_rounds=0"]  # as (d): 3 epochs
-SELF_TRAINED = [*TINY, "schedule.epochs=2", "schedule.self_training_rounds=1",
-               "schedule.self_training_epochs=1"]  # as (e): 2 + 1 epochs
-
-
-@pytest.fixture
-def one_thread():
-    """The same summation order in every run of a test; the thread count is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.slow
-def test_a_variant_started_from_d_after_the_clip_guided_epochs_ends_as_if_trained_from_scratch(tmp_path, one_thread):
-    d_config, e_config = load_config(None, CLIP_GUIDED_ONLY), load_config(None, SELF_TRAINED)
-    data = prepare_data(e_config, torch.device("cpu"))
-    train(d_config, tmp_path / "d", data=data, progress=False, keep_after_epochs=2)
-    branch = tmp_path / "d" / kept_checkpoint(2)
-    assert branch.exists() and not (tmp_path / "d" / kept_checkpoint(3)).exists()
-    from_scratch = train(e_config, tmp_path / "scratch", data=data, progress=False)
-    branched = train(e_config, tmp_path / "branched", data=data, progress=False, start_from=branch)
-    assert branched["miou"] == pytest.approx(from_scratch["miou"], abs=1e-9)
-    expected = weights(tmp_path / "scratch" / "model.pt")
-    for name, tensor in weights(tmp_path / "branched" / "model.pt").items():
-        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0, msg=name)
-    # The self-training labels are the branched run's own, and the same.
-    for labels in (tmp_path / "scratch" / "self_training" / "round_0").glob("*.npy"):
-        np.testing.assert_array_equal(np.load(labels), np.load(tmp_path / "branched" / labels.relative_to(
-            tmp_path / "scratch")))
-    # A checkpoint of another config, or one saved past the CLIP-guided epochs, is not a branch point.
-    with pytest.raises(ResumeError, match="another config"):
-        branch_checkpoint(branch, load_config(None, [*SELF_TRAINED, "optim.lr=0.1"]))
-    with pytest.raises(ResumeError, match="another config"):
-        branch_checkpoint(branch, load_config(None, [*SELF_TRAINED, "schedule.self_training_epochs=2"]))
-    with pytest.raises(ResumeError, match="past this run's 1 CLIP-guided"):
-        branch_checkpoint(branch, load_config(None, [*SELF_TRAINED, "schedule.epochs=1",
-                                                     "schedule.self_training_epochs=2"]))
 
 
 # -- labels spread over segments -----------------------------------------------------------------------------------

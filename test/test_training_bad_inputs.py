@@ -1,4 +1,4 @@
-"""training/train.py, evaluate.py and benchmark.py given bad inputs: one ``error: ...`` line, exit code 2.
+"""training/train.py and evaluate.py given bad inputs: one ``error: ...`` line, exit code 2.
 
 Each case runs a script's ``main([...])`` in this process and checks, besides the line: that cheap checks come
 before expensive ones (CLIP, the model), and that a run failing before its first epoch leaves no --out folder.
@@ -12,6 +12,7 @@ import torch
 from conftest import write_random_checkpoint
 from test_training_pipeline import kitti_tree, training_script
 
+from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.training import data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,12 +164,10 @@ def test_evaluate_checks_the_device_and_the_data_before_building_the_model(tmp_p
     out, checkpoint = tmp_path / "eval", write_random_checkpoint(tmp_path / "model.pt", ["car", "road"])
     line = fails("evaluate", ["--checkpoint", str(checkpoint), "--out", str(out), "--device", "tpu"], capsys)
     assert "'tpu'" in line
-    script = training_script("evaluate")
-
     def from_checkpoint(*args, **kwargs):
         raise AssertionError("the model was built before the data was checked")
 
-    monkeypatch.setattr(script.Segmenter, "from_checkpoint", from_checkpoint)
+    monkeypatch.setattr(Segmenter, "from_checkpoint", from_checkpoint)
     empty = tmp_path / "empty"
     empty.mkdir()
     line = fails("evaluate", ["--checkpoint", str(checkpoint), "--out", str(out), "--config", KITTI_CONFIG,
@@ -176,16 +175,4 @@ def test_evaluate_checks_the_device_and_the_data_before_building_the_model(tmp_p
     assert "no scans" in line and str(empty) in line
     line = fails("evaluate", ["--checkpoint", str(checkpoint), "--out", str(out), "--set", "eval.num_bevs=1"], capsys)
     assert "eval.num_bevs" in line
-    assert not out.exists()
-
-
-# -- benchmark.py ----------------------------------------------------------------------------------------------------
-def test_benchmark_with_a_bad_setting_is_one_line_before_any_training(tmp_path, capsys, no_clip):
-    out = tmp_path / "benchmark"
-    line = fails("benchmark", ["--out", str(out), "--set", "optim.lrr=0.1"], capsys)
-    assert "optim.lrr" in line
-    # Variant (e) cannot run without self-training: said before (a) trains.
-    line = fails("benchmark", ["--out", str(out), "--variants", "a", "e", "--set", "schedule.self_training_rounds=0"],
-                 capsys)
-    assert "variant e needs self-training" in line
     assert not out.exists()

@@ -7,12 +7,20 @@ import torch.nn.functional as F
 
 from clip_seg3d_ros.training import self_training
 from clip_seg3d_ros.training.losses import (
+    combine_targets,
     info_nce,
     mcfa_semantic_loss,
     mcfa_spatial_loss,
     text_head_cross_entropy,
+    voxel_targets,
 )
-from clip_seg3d_ros.training.steps import combine_targets, learning_rate_factor, voxel_targets
+from clip_seg3d_ros.training.schedule import (
+    epoch_order,
+    learning_rate_factor,
+    self_training_round,
+    starts_a_round,
+    steps_per_epoch,
+)
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -191,6 +199,20 @@ def test_learning_rate_decays_by_cosine_to_the_floor(tmp_path):
     assert learning_rate_factor(config, 0, 100) == pytest.approx(1.0)
     assert learning_rate_factor(config, 50, 100) == pytest.approx(0.55)
     assert learning_rate_factor(config, 100, 100) == pytest.approx(0.1)
+
+
+def test_the_schedule_orders_whole_steps_and_numbers_the_self_training_rounds():
+    from clip_seg3d_ros.training.config import load_config
+
+    config = load_config(None, ["schedule.epochs=2", "schedule.self_training_rounds=2",
+                                "schedule.self_training_epochs=3", "optim.samples_per_step=3"])
+    assert steps_per_epoch(config, 10) == 3  # the tenth sweep would make a step of one
+    order = epoch_order(config, 1, 10)
+    assert len(order) == 9 and len(set(order.tolist())) == 9 and set(order.tolist()) <= set(range(10))
+    np.testing.assert_array_equal(order, epoch_order(config, 1, 10))  # from (seed, epoch) alone
+    assert not np.array_equal(order, epoch_order(config, 2, 10))
+    assert [self_training_round(config, epoch) for epoch in range(8)] == [None, None, 0, 0, 0, 1, 1, 1]
+    assert [epoch for epoch in range(8) if starts_a_round(config, epoch)] == [2, 5]
 
 
 def test_spatial_loss_on_a_random_subset_of_cells_pools_each_chosen_cell_over_all_its_points():

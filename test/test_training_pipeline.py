@@ -1,8 +1,7 @@
 """The training pipeline end to end: configs, sample preparation, a real-data config, resume and torchrun."""
 
-import importlib
+import importlib.util
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import sample_folder
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -21,6 +21,7 @@ from test_geometry import KITTI_CALIB
 from clip_seg3d_ros import Segmenter, load_checkpoint
 from clip_seg3d_ros.geometry import project_points
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
+from clip_seg3d_ros.sparse import conv as sparse_conv
 from clip_seg3d_ros.synthetic import SyntheticWorld
 from clip_seg3d_ros.teacher import (
     PseudoLabelSettings,
@@ -28,23 +29,22 @@ from clip_seg3d_ros.teacher import (
     dense_pseudo_labels,
     pseudo_labels_to_points,
 )
-from clip_seg3d_ros.training.config import ConfigError, config_from_dict, load_config
+from clip_seg3d_ros.training.config import ComputeSettings, ConfigError, config_from_dict, load_config
 from clip_seg3d_ros.training.data import SamplePreparer, augment_points, build_teacher
+from clip_seg3d_ros.training.loop import set_up_process, train
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = ROOT / "training" / "train.py"
 
 
 def training_script(name: str):
-    """training/<name>.py as a module. That folder is not a package: its scripts import each other from the
-    folder Python puts on sys.path for ``python training/<name>.py``, so it goes on sys.path here too."""
-    folder = str(ROOT / "training")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    return importlib.import_module(name)
+    """training/<name>.py as a module (that folder holds scripts, not a package), to call its main()."""
+    spec = importlib.util.spec_from_file_location(f"training_script_{name}", ROOT / "training" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-train = training_script("train").train
 # A tiny synthetic run: 4 training scenes cropped to 15 m, coarse voxels, 2 steps per epoch.
 TINY = ["data.synthetic_train_scenes=4", "data.synthetic_val_scenes=1", "data.max_range=15",
         "model.voxel_size=0.3", "schedule.epochs=2", "schedule.self_training_rounds=1",
@@ -71,6 +71,27 @@ def test_config_file_overrides_and_errors(tmp_path):
         load_config(None, ["data.dataset=semantickitti"])
     with pytest.raises(ConfigError, match="no such config"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_compute_settings_are_checked_applied_and_recorded(tmp_path):
+    config = load_config(None, ["compute.num_threads=3", "compute.cpu_matmul=mkl"])
+    assert (config.compute.num_threads, config.compute.cpu_matmul) == (3, "mkl")
+    assert load_config(None, []).compute == ComputeSettings(num_threads=1, cpu_matmul="auto")
+    with pytest.raises(ConfigError, match="compute.cpu_matmul"):
+        load_config(None, ["compute.cpu_matmul=fastest"])
+    with pytest.raises(ConfigError, match="compute.num_threads"):
+        load_config(None, ["compute.num_threads=0"])
+    threads, matmul = torch.get_num_threads(), sparse_conv._cpu_matmul
+    try:
+        set_up_process(config)
+        assert torch.get_num_threads() == 3 and not sparse_conv.onednn_matmuls()  # mkl: never oneDNN
+    finally:
+        torch.set_num_threads(threads)
+        sparse_conv.set_cpu_matmul(matmul)
+    # A config saved before the compute section existed reads back with its defaults.
+    saved = config.to_dict()
+    del saved["compute"]
+    assert config_from_dict(saved).compute == ComputeSettings()
 
 
 def test_nested_settings_have_one_name_and_configs_saved_before_still_load():
@@ -190,17 +211,16 @@ def test_the_semantickitti_config_runs_on_kitti_files_with_open_clip(tmp_path):
 def run_script(out: Path, *extra: str, torchrun: int = 0) -> subprocess.Popen:
     """train.py in a subprocess on the TINY config; ``extra``: "--resume" and/or more KEY=VALUE overrides.
 
-    One thread per process everywhere: matrix products summed in another order would differ in the last
-    bits, and over a few epochs such differences grow beyond what "the same model" can be checked with.
+    One thread per process everywhere (compute.num_threads, the default): matrix products summed in another
+    order would differ in the last bits, and over a few epochs such differences grow beyond what "the same
+    model" can be checked with.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={torchrun}"] if torchrun else \
         [sys.executable]
     flags = [flag for flag in extra if flag.startswith("--")]
     overrides = [value for value in extra if not value.startswith("--")]
     return subprocess.Popen([*launcher, str(TRAIN_SCRIPT), "--out", str(out), "--quiet", *flags, "--set", *TINY,
-                             *overrides], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                             *overrides], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def finished(process: subprocess.Popen) -> str:
@@ -258,3 +278,30 @@ def test_two_processes_under_torchrun_train_the_same_model_as_one(tmp_path):
     torch.manual_seed(0)  # the run's initial weights: training moved them
     initial = PointSegmentationNet(load_checkpoint(tmp_path / "one" / "model.pt").model_config).state_dict()
     assert not torch.allclose(initial["projection.weight"], single["projection.weight"], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_the_same_config_trains_the_same_model_byte_for_byte_however_busy_the_machine(tmp_path):
+    """Same input, seed and settings: the same weights, bit for bit, whatever thread count the process started
+    with (as on a machine with more cores) and with another process keeping a core busy during one run."""
+    config = load_config(None, TINY)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        train(config, tmp_path / "quiet", progress=False)
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            torch.set_num_threads(4)  # what train() must replace by the config's compute.num_threads
+            train(config, tmp_path / "busy", progress=False)
+        finally:
+            busy.kill()
+            busy.wait()
+    finally:
+        torch.set_num_threads(threads)
+    quiet, busy_run = weights(tmp_path / "quiet" / "model.pt"), weights(tmp_path / "busy" / "model.pt")
+    assert quiet.keys() == busy_run.keys() and len(quiet) > 20
+    different = [name for name, tensor in quiet.items() if not torch.equal(tensor, busy_run[name])]
+    assert different == []
+    # The thread count and the matmul path are part of the run's recorded config.
+    recorded = yaml.safe_load((tmp_path / "busy" / "config.yaml").read_text())["compute"]
+    assert recorded == {"num_threads": 1, "cpu_matmul": "auto"}

@@ -4,6 +4,7 @@ The data (validation split) and the seen / unseen classes come from the training
 checkpoint, or from ``--config`` / ``--set`` (e.g. to point ``data.root`` at the data set on this machine).
 Writes DIR/metrics.json (miou, miou_seen, miou_unseen, hiou, iou_per_class; percent), DIR/metrics.md, a
 confusion-matrix PNG, a per-class IoU bar chart and bird's-eye views of predictions next to ground truth.
+The work is :func:`clip_seg3d_ros.training.validation.evaluate_checkpoint`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from clip_seg3d_ros.checkpoint import CheckpointError, load_checkpoint
-from clip_seg3d_ros.evaluation.report import evaluate_segmenter, write_report
+from clip_seg3d_ros.checkpoint import CheckpointError
 from clip_seg3d_ros.evaluation.summary import format_metrics_table
 from clip_seg3d_ros.sample import DatasetError
-from clip_seg3d_ros.segmenter import Segmenter
-from clip_seg3d_ros.training.config import ConfigError, config_from_dict, load_config
-from clip_seg3d_ros.training.data import build_split, class_flags
-from clip_seg3d_ros.training.distributed import process_device
+from clip_seg3d_ros.training.config import ConfigError
+from clip_seg3d_ros.training.validation import evaluate_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,20 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        # Cheap before expensive: the device, the checkpoint's fields and config, the validation sweeps; only
-        # then the model is built and run.
-        device = process_device(args.device)
-        checkpoint = load_checkpoint(args.checkpoint)
-        if args.config is not None:
-            config = load_config(args.config, args.overrides)
-        else:
-            config = config_from_dict(checkpoint.train_config, args.overrides)
-        samples = build_split(config.data, "val")  # with the images: their cameras split the metrics by view
-        seen = class_flags(samples.class_names, config.data.unseen_classes)
-        bias = config.eval.calibration_bias if args.calibration_bias is None else args.calibration_bias
-        segmenter = Segmenter.from_checkpoint(args.checkpoint, device=device, calibration_bias=bias)
-        result = evaluate_segmenter(segmenter, samples, seen, num_bev=config.eval.num_bev, progress=not args.quiet)
-        write_report(result, args.out)
+        result = evaluate_checkpoint(args.checkpoint, args.out, args.config, args.overrides, args.device,
+                                     args.calibration_bias, progress=not args.quiet)
     # What a user can get wrong, each one line; anything else is a bug and keeps its traceback.
     except (CheckpointError, ConfigError, DatasetError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_UNSEEN
 from clip_seg3d_ros.models.network import ModelConfig
+from clip_seg3d_ros.sparse.conv import CPU_MATMULS
 from clip_seg3d_ros.teacher.pseudo_labels import PseudoLabelSettings
 from clip_seg3d_ros.teacher.synthetic import SyntheticTeacherConfig
 
@@ -150,6 +151,26 @@ class EvalSettings:
 
 
 @dataclass
+class ComputeSettings:
+    """How the CPU computes: part of a run's numerics, so part of its config (saved in config.yaml).
+
+    ``num_threads``: torch's CPU threads (set at the start of the run). The thread count decides the order in
+    which a matmul sums its float32 products; runs that differ only in it drift apart step by step and end as
+    different models, often farther apart than the effect of a setting one wants to measure. Fixed here, the
+    same config and seed train the same model byte for byte on one machine, however busy it is. Default 1: a
+    count every machine has (a run can be repeated elsewhere with it), and the one that does not collapse when
+    the CPU is shared (threads beyond the free cores wait on each other at every operator, and a step then
+    takes several times longer). On a machine of your own, more threads train faster, reproducibly with that
+    count. ``cpu_matmul``: where large CPU float32
+    matmuls of the sparse convolutions run, one of :data:`~clip_seg3d_ros.sparse.conv.CPU_MATMULS` (by a
+    readable rule, never a timing; see :func:`~clip_seg3d_ros.sparse.conv.set_cpu_matmul`).
+    """
+
+    num_threads: int = 1
+    cpu_matmul: str = "auto"
+
+
+@dataclass
 class TrainConfig:
     setting: str = "zero_shot"  # zero_shot | annotation_free
     seed: int = 0
@@ -162,6 +183,7 @@ class TrainConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+    compute: ComputeSettings = field(default_factory=ComputeSettings)
 
     @property
     def total_epochs(self) -> int:
@@ -175,7 +197,8 @@ class TrainConfig:
 def validate(config: TrainConfig) -> TrainConfig:
     """Checks that the types alone cannot express; returns the config."""
     choices = {"setting": (config.setting, SETTINGS), "data.dataset": (config.data.dataset, DATASETS),
-               "teacher.kind": (config.teacher.kind, TEACHERS)}
+               "teacher.kind": (config.teacher.kind, TEACHERS),
+               "compute.cpu_matmul": (config.compute.cpu_matmul, CPU_MATMULS)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
@@ -200,6 +223,8 @@ def validate(config: TrainConfig) -> TrainConfig:
                           "self_training_segment_support in (0, 1]")
     if config.model.voxel_size <= 0:
         raise ConfigError("model.voxel_size must be positive")
+    if config.compute.num_threads < 1:
+        raise ConfigError("compute.num_threads must be at least 1")
     return config
 
 
@@ -256,6 +281,7 @@ def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
 
 __all__ = [
     "AugmentSettings",
+    "ComputeSettings",
     "ConfigError",
     "DataSettings",
     "EvalSettings",

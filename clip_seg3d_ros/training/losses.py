@@ -1,4 +1,5 @@
-"""The training losses, each a small function with its formula.
+"""The training losses: one sweep's (:func:`sample_losses`, what a training step sums), then each loss a small
+function with its formula.
 
 Notation: f_v the 3D network's feature of voxel v (D-dim, CLIP space), t_c the text embedding of class c,
 x_j the teacher's (CLIP's) dense feature of image cell j; n(.) is L2 normalisation, <a, b> the dot product.
@@ -10,8 +11,73 @@ choose are marked "Our choice".
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from clip_seg3d_ros.models import ModelConfig
+from clip_seg3d_ros.segmenter import network_input
+from clip_seg3d_ros.sparse import select_backend
+from clip_seg3d_ros.training.config import TrainConfig
+from clip_seg3d_ros.training.data import TrainingSample, augment_points
+
+LOSS_NAMES = ("total", "ce", "semantic", "spatial")  # what sample_losses returns
+
+
+# -- one sweep -----------------------------------------------------------------------------------------------------
+def sample_losses(model: torch.nn.Module, sample: TrainingSample, targets: np.ndarray, text: torch.Tensor,
+                  config: TrainConfig, model_config: ModelConfig, rng: np.random.Generator,
+                  device: torch.device) -> dict[str, torch.Tensor]:
+    """The losses of one sweep against its per-point ``targets`` (:func:`combine_targets`), ``total`` their
+    weighted sum. ``rng`` draws the sweep's augmentation and the spatial loss's cells."""
+    points = torch.from_numpy(augment_points(sample.points, config.augment, rng)).to(device)
+    voxels, sparse = network_input(points, model_config, select_backend(device, "auto"))
+    features = model(sparse)
+    num_voxels, num_classes = len(voxels.coords), len(text)
+    per_voxel = voxel_targets(torch.from_numpy(targets).to(device), voxels.point_to_voxel, num_voxels, num_classes)
+    settings = config.loss
+    losses = {"ce": text_head_cross_entropy(features, text, per_voxel, model_config.temperature,
+                                            settings.class_balance)}
+    zero = features.sum() * 0.0
+    cell_features = sample.cell_features.to(device)
+    losses["semantic"] = zero
+    if settings.semantic_weight > 0:
+        losses["semantic"] = mcfa_semantic_loss(features, per_voxel, cell_features,
+                                                torch.from_numpy(sample.cell_labels).to(device), num_classes,
+                                                settings.semantic_temperature)
+    losses["spatial"] = zero
+    if settings.spatial_weight > 0:
+        # One row per (voxel, cell) pair weighted by its points: the per-point pooling, without per-point rows.
+        seen_by_camera = torch.from_numpy(np.flatnonzero(sample.point_cell >= 0)).to(device)
+        num_cells = max(len(sample.cell_labels), 1)
+        pairs = voxels.point_to_voxel[seen_by_camera] * num_cells + torch.from_numpy(sample.point_cell).to(
+            device)[seen_by_camera]
+        pairs, points_per_pair = torch.unique(pairs, return_counts=True)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        losses["spatial"] = mcfa_spatial_loss(
+            features, pairs % num_cells, cell_features, settings.spatial_temperature, settings.spatial_max_patches,
+            settings.spatial_min_points, generator, weights=points_per_pair, feature_rows=pairs // num_cells)
+    losses["total"] = (losses["ce"] + settings.semantic_weight * losses["semantic"]
+                       + settings.spatial_weight * losses["spatial"])
+    return losses
+
+
+def combine_targets(labels: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
+    """Annotations first; pseudo or self-training labels only where a point has none."""
+    return labels if extra is None else np.where(labels >= 0, labels, extra)
+
+
+def voxel_targets(point_targets: torch.Tensor, point_to_voxel: torch.Tensor, num_voxels: int,
+                  num_classes: int) -> torch.Tensor:
+    """(V,) the most frequent target among each voxel's points (-1 when none of them has one)."""
+    labelled = point_targets >= 0
+    flat = point_to_voxel[labelled] * num_classes + point_targets[labelled]
+    counts = torch.bincount(flat, minlength=num_voxels * num_classes).view(num_voxels, num_classes)
+    best = counts.argmax(dim=1)
+    return torch.where(counts.sum(dim=1) > 0, best, torch.full_like(best, -1))
+
+
+# -- the losses ----------------------------------------------------------------------------------------------------
 
 
 def text_head_cross_entropy(features: torch.Tensor, text: torch.Tensor, targets: torch.Tensor,

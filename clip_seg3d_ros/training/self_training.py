@@ -1,5 +1,9 @@
 """Self-training: the model's own confident predictions become labels, also where no camera looks.
 
+:func:`make_labels` labels the training sweeps at the start of a round and writes the labels to the run folder
+(:func:`labels_dir`), where the round's epochs read them (:func:`read_labels`) and a resumed run finds them;
+the rules it applies are the plain numpy functions below it.
+
 At the start of each self-training round the model (eval mode, no augmentation) labels every training
 sweep. Its labels are added where a point has neither an annotation nor a projected pseudo label (the
 teacher's labels stay: replacing them with the model's own, in a first version, made the model forget the
@@ -26,13 +30,95 @@ segment that joins an unseen object to unlabelled clutter, which the support thr
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from clip_seg3d_ros.sample import IGNORE_INDEX
+from clip_seg3d_ros.segmenter import Segmenter
 from clip_seg3d_ros.sparse.coords import CoordinateIndex
 from clip_seg3d_ros.sparse.kernel_map import submanifold_map
+from clip_seg3d_ros.training.config import TrainConfig
+from clip_seg3d_ros.training.data import PreparedSplit
+from clip_seg3d_ros.training.distributed import ProcessGroup, all_reduce_sum, barrier
+from clip_seg3d_ros.training.losses import combine_targets
+from clip_seg3d_ros.vocabulary import Vocabulary
 from clip_seg3d_ros.voxelize import voxelize
+
+
+# -- a round's labels, in the run folder ------------------------------------------------------------------------
+def labels_dir(out_dir: Path, round_index: int) -> Path:
+    """Where round ``round_index``'s labels are: one .npy per training sweep, thresholds.json, and ``done``."""
+    return Path(out_dir) / "self_training" / f"round_{round_index}"
+
+
+def make_labels(folder: Path, model: torch.nn.Module, vocabulary: Vocabulary, samples: PreparedSplit,
+                config: TrainConfig, group: ProcessGroup, device: torch.device, progress: bool = True) -> None:
+    """Label every training sweep with the current model into ``folder`` (:func:`labels_dir`), once per round.
+
+    Each process labels its share of the sweeps; the per-class score histograms are summed over all of
+    them before the thresholds are set. Labels go to files, so a resumed run reuses them (``folder/done``),
+    with thresholds.json and, where the sweeps have ground truth (never used for training),
+    label_quality.json: how right the labels are, in and out of the cameras' view. Leaves the model in training
+    mode.
+    """
+    if (folder / "done").exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    if group.distributed:  # label with one model everywhere: rank 0's BatchNorm statistics
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+    segmenter = Segmenter(model, vocabulary, device, calibration_bias=0.0)
+    allowed = ~np.array(vocabulary.seen) if config.setting == "zero_shot" else np.ones(len(vocabulary), dtype=bool)
+    mine = range(group.rank, len(samples), group.world_size)
+    histogram = np.zeros((len(vocabulary), SCORE_BINS), dtype=np.int64)
+    predictions = {}
+    for index in tqdm(mine, desc=f"self-training labels, {folder.name}", unit="sweep",
+                      disable=not (progress and group.is_main)):
+        sample = samples[index]
+        predicted, scores = segmenter(sample.points)
+        is_candidate = candidates(sample.labels, predicted, scores, allowed, config.schedule.self_training_min_score)
+        histogram += score_histogram(predicted, scores, is_candidate, len(vocabulary))
+        predictions[index] = (predicted, scores, is_candidate)
+    thresholds = class_thresholds(all_reduce_sum(histogram, group), config.schedule.self_training_top_fraction)
+    schedule = config.schedule
+    quality = np.zeros((2, 3, len(vocabulary)), dtype=np.int64)
+    for index, (predicted, scores, is_candidate) in predictions.items():
+        sample = samples[index]
+        labels = select(sample.labels, predicted, scores, is_candidate, thresholds)
+        if schedule.self_training_segment_voxel > 0 and config.setting == "zero_shot":
+            # Segments of the unannotated points above the ground vote (annotation-free: every point is
+            # unannotated, and segments would join objects to each other and to the vegetation: no spreading).
+            xyz = sample.points[:, :3]
+            segment = segments(xyz, (sample.labels < 0) & above_ground(xyz), schedule.self_training_segment_voxel)
+            votes = combine_targets(sample.pseudo_labels, labels)
+            labels = spread_over_segments(votes, segment, len(vocabulary), schedule.self_training_segment_support)
+        np.save(folder / f"{index:06d}.npy", labels.astype(np.int16))
+        if sample.truth is not None:
+            quality += label_counts(labels, sample.pseudo_labels, sample.truth, sample.point_cell >= 0,
+                                    len(vocabulary))
+    model.train()
+    quality = all_reduce_sum(quality, group)
+    barrier(group)
+    if group.is_main:
+        (folder / "label_quality.json").write_text(json.dumps(label_quality(quality, vocabulary.names, allowed),
+                                                              indent=1))
+        (folder / "thresholds.json").write_text(json.dumps(
+            {name: (None if np.isinf(t) else float(t)) for name, t in zip(vocabulary.names, thresholds, strict=True)},
+            indent=1))
+        (folder / "done").touch()
+    barrier(group)
+
+
+def read_labels(folder: Path, index: int) -> np.ndarray:
+    """(N,) int64 the labels :func:`make_labels` gave training sweep ``index``."""
+    return np.load(folder / f"{index:06d}.npy").astype(np.int64)
+
+
+# -- the rules ---------------------------------------------------------------------------------------------------
 
 
 def candidates(labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray, allowed: np.ndarray,

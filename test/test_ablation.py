@@ -1,24 +1,35 @@
-"""CI-sized versions of the synthetic ablation (README): the full method learns the unseen classes, (a) cannot; with
-the front camera only, self-training carries them to the points no camera sees."""
+"""The ablation runner, benchmarks/ablation.py, and CI-sized versions of the synthetic ablation (README): the full
+method learns the unseen classes, (a) cannot; with the front camera only, self-training carries them to the points
+no camera sees; a self-training variant branched from (d)'s model ends as if trained from scratch."""
 
 import json
 import math
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from test_training_pipeline import training_script
+import torch
+from test_training_pipeline import TINY, weights
 
-from clip_seg3d_ros.training.benchmark import format_table, write_results
+from clip_seg3d_ros.training import data as training_data
+from clip_seg3d_ros.training.checkpoints import ResumeError
+from clip_seg3d_ros.training.config import ConfigError, load_config
+from clip_seg3d_ros.training.data import prepare_data
+from clip_seg3d_ros.training.loop import set_up_process, train
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))  # benchmarks/ holds scripts, not an installed package
+import ablation  # noqa: E402
+from ablation import FRONT_CAMERA, branch_point, format_table, kept_checkpoint, run_benchmark, write_results  # noqa: E402
 
 # The shipped synthetic config (its schedule too) on fewer scenes cropped to 25 m: a few minutes here.
-SYNTHETIC = Path(__file__).resolve().parent.parent / "config" / "train" / "synthetic.yaml"
-FRONT_CAMERA = SYNTHETIC.with_name("synthetic_front_camera.yaml")
+SYNTHETIC = REPO_ROOT / "config" / "train" / "synthetic.yaml"
 SMALL = ["data.synthetic_train_scenes=6", "data.synthetic_val_scenes=4", "data.max_range=25", "eval.num_bev=0"]
 
 
 @pytest.mark.slow
 def test_the_full_method_learns_unseen_classes_that_seen_ground_truth_alone_cannot(tmp_path):
-    run_benchmark = training_script("benchmark").run_benchmark
     results = run_benchmark(tmp_path, SYNTHETIC, overrides=SMALL, variants=["a", "e"], progress=False)
     seen_only, full = results["seeds"][0]["a"], results["seeds"][0]["e"]
     # (a) never saw a label of an unseen class: it cannot predict them.
@@ -47,8 +58,8 @@ def test_self_training_beats_clip_guided_training_on_unseen_points_no_camera_see
     """Front camera only: (e) starts from (d)'s model after the CLIP-guided epochs (the benchmark's branch) and
     self-trains; (d) goes on with CLIP-guided training for as many epochs. On the points no camera sees the
     teacher labelled nothing: what (e) adds there is self-training's. About 4-5 minutes of the suite here."""
-    run_benchmark = training_script("benchmark").run_benchmark
-    results = run_benchmark(tmp_path, FRONT_CAMERA, overrides=["data.synthetic_val_scenes=16", "eval.num_bev=0"],
+    results = run_benchmark(tmp_path, SYNTHETIC, overrides=[*FRONT_CAMERA, "data.synthetic_val_scenes=16",
+                                                         "eval.num_bev=0"],
                             variants=["d", "e"], seeds=[HELD_OUT_SEED], progress=False)
     clip_guided, self_trained = (results["seeds"][HELD_OUT_SEED][variant] for variant in ("d", "e"))
     assert self_trained["trained_epochs"] == 15 and clip_guided["trained_epochs"] == 60  # branched from (d)
@@ -97,21 +108,78 @@ def test_the_table_gives_mean_and_sample_deviation_over_seeds_and_the_view_split
 
 
 def test_a_benchmark_goes_on_where_it_stopped_and_refuses_a_folder_of_another_config(tmp_path):
-    from test_training_pipeline import TINY
-
-    from clip_seg3d_ros.training.config import ConfigError
-
-    run_benchmark = training_script("benchmark").run_benchmark
-    tiny = [*TINY, "optim.samples_per_step=1", "eval.num_bev=0"]
-    first = run_benchmark(tmp_path, FRONT_CAMERA, overrides=tiny, variants=["d"], seeds=[5], progress=False)
+    tiny = [*FRONT_CAMERA, *TINY, "optim.samples_per_step=1", "eval.num_bev=0"]
+    first = run_benchmark(tmp_path, SYNTHETIC, overrides=tiny, variants=["d"], seeds=[5], progress=False)
     d = first["seeds"][5]["d"]
     assert (tmp_path / "seed_5" / "d" / "after_2_epochs.pt").exists() and d["trained_epochs"] == 3
     # Once more with (e): (d) is read back, not trained again; (e) starts from (d) after the CLIP-guided epochs.
-    second = run_benchmark(tmp_path, FRONT_CAMERA, overrides=tiny, variants=["d", "e"], seeds=[5], progress=False)
+    second = run_benchmark(tmp_path, SYNTHETIC, overrides=tiny, variants=["d", "e"], seeds=[5], progress=False)
     again = second["seeds"][5]["d"]
     assert (again["miou"], again["seconds"]) == pytest.approx((d["miou"], d["seconds"]))  # the same run's record
     assert second["seeds"][5]["e"]["trained_epochs"] == 1 and second["seeds"][5]["e"]["epochs"] == 3
     assert json.loads((tmp_path / "benchmark.json").read_text())["seeds"]["5"]["e"]["epochs"] == 3
     with pytest.raises(ConfigError, match="another config"):
-        run_benchmark(tmp_path, FRONT_CAMERA, overrides=[*tiny, "optim.lr=0.1"], variants=["d"], seeds=[5],
+        run_benchmark(tmp_path, SYNTHETIC, overrides=[*tiny, "optim.lr=0.1"], variants=["d"], seeds=[5],
                       progress=False)
+
+
+# -- a self-training run started from another run's model after the CLIP-guided epochs ---------------------------
+CLIP_GUIDED_ONLY = [*TINY, "schedule.epochs=3", "schedule.self_training_rounds=0"]  # as (d): 3 epochs
+SELF_TRAINED = [*TINY, "schedule.epochs=2", "schedule.self_training_rounds=1",
+                "schedule.self_training_epochs=1"]  # as (e): 2 + 1 epochs
+
+
+@pytest.mark.slow
+def test_a_variant_started_from_d_after_the_clip_guided_epochs_ends_as_if_trained_from_scratch(tmp_path):
+    """(d) keeps its last.pt after the CLIP-guided epochs; (e) branched from it ends with the very weights of
+    the library's train() from scratch (both set the config's one thread)."""
+    d_config, e_config = load_config(None, CLIP_GUIDED_ONLY), load_config(None, SELF_TRAINED)
+    threads = torch.get_num_threads()
+    try:
+        device, group = set_up_process(e_config)
+        data = prepare_data(e_config, device)
+        ablation.train_variant(d_config, tmp_path / "d", data, device, group, progress=False, keep_after_epochs=2)
+        branch = tmp_path / "d" / kept_checkpoint(2)
+        assert branch.exists() and not (tmp_path / "d" / kept_checkpoint(3)).exists()
+        from_scratch = train(e_config, tmp_path / "scratch", progress=False)
+        branched = ablation.train_variant(e_config, tmp_path / "branched", data, device, group, progress=False,
+                                          start_from=branch)
+    finally:
+        torch.set_num_threads(threads)
+    assert branched["miou"] == pytest.approx(from_scratch["miou"], abs=1e-9)
+    expected = weights(tmp_path / "scratch" / "model.pt")
+    for name, tensor in weights(tmp_path / "branched" / "model.pt").items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0, msg=name)
+    # The self-training labels are the branched run's own, and the same.
+    for labels in (tmp_path / "scratch" / "self_training" / "round_0").glob("*.npy"):
+        np.testing.assert_array_equal(np.load(labels), np.load(tmp_path / "branched" / labels.relative_to(
+            tmp_path / "scratch")))
+    # A checkpoint of another config, or one saved past the CLIP-guided epochs, is not a branch point.
+    with pytest.raises(ResumeError, match="another config"):
+        branch_point(branch, load_config(None, [*SELF_TRAINED, "optim.lr=0.1"]))
+    with pytest.raises(ResumeError, match="another config"):
+        branch_point(branch, load_config(None, [*SELF_TRAINED, "schedule.self_training_epochs=2"]))
+    with pytest.raises(ResumeError, match="past this run's 1 CLIP-guided"):
+        branch_point(branch, load_config(None, [*SELF_TRAINED, "schedule.epochs=1",
+                                                "schedule.self_training_epochs=2"]))
+
+
+# -- bad inputs ------------------------------------------------------------------------------------------------------
+def test_benchmark_with_a_bad_setting_is_one_line_before_any_training(tmp_path, capsys, monkeypatch):
+    def build_teacher(*args, **kwargs):
+        raise AssertionError("the teacher was built before the bad input was reported")
+
+    monkeypatch.setattr(training_data, "build_teacher", build_teacher)
+    out = tmp_path / "benchmark"
+
+    def fails(args: list[str]) -> str:
+        code = ablation.main([*args, "--quiet"])
+        lines = capsys.readouterr().err.splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, lines)
+        return lines[0]
+
+    assert "optim.lrr" in fails(["--out", str(out), "--set", "optim.lrr=0.1"])
+    # Variant (e) cannot run without self-training: said before (a) trains.
+    line = fails(["--out", str(out), "--variants", "a", "e", "--set", "schedule.self_training_rounds=0"])
+    assert "variant e needs self-training" in line
+    assert not out.exists()
