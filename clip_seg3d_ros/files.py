@@ -57,6 +57,20 @@ def atomic_outputs(targets: Sequence[str | Path | None]) -> Iterator[list[Path |
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path`` (``.<name>.<pid>.tmp``) and rename it onto ``path``: a
+    reader, or a run killed meanwhile, sees the old file or the new one, never half of one."""
+    path = Path(path)
+    temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        temporary.write_text(text)
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def make_parents(folder: Path) -> list[Path]:
     """Create ``folder`` and its missing parents; the ones created, outermost first."""
     missing = [parent for parent in (folder, *folder.parents) if not parent.exists()][::-1]

@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from clip_seg3d_ros.files import os_error_line, signals_interrupt
 from clip_seg3d_ros.training.config import load_config
 from clip_seg3d_ros.training.loop import EXPECTED_ERRORS, train
 
@@ -37,10 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        metrics = train(config, args.out, resume=args.resume, progress=not args.quiet)
+        with signals_interrupt():  # SIGTERM, like Ctrl-C, lets a checkpoint being written clean up after itself
+            metrics = train(config, args.out, resume=args.resume, progress=not args.quiet)
     except EXPECTED_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # no space, read-only, permission, not a directory
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"error: interrupted; continue with --resume --out {args.out}", file=sys.stderr)
+        return 130
     if metrics:
         print(f"\nmodel: {args.out / 'model.pt'}\nmetrics and plots: {args.out / 'eval'}\n"
               f"TensorBoard: tensorboard --logdir {args.out / 'tensorboard'}")

@@ -8,6 +8,7 @@ output cloud is coloured exactly as these plots colour the classes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -208,6 +209,11 @@ def _save(figure: Figure, path: str | Path) -> Path:
     """Save and let go of the figure (a bare Figure is freed with its last reference; no pyplot registry)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    figure.clear()
+    temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"  # renamed when whole (see files.py)
+    try:
+        figure.savefig(temporary, dpi=100, format=path.suffix.lstrip(".") or "png")
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+        figure.clear()
     return path

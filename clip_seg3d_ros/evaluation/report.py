@@ -34,6 +34,7 @@ from tqdm import tqdm
 from clip_seg3d_ros.evaluation.metrics import ConfusionMatrix, prediction_lookup, summarize
 from clip_seg3d_ros.evaluation.plots import plot_bev_pair, plot_confusion_matrix, plot_iou_per_class
 from clip_seg3d_ros.evaluation.summary import format_metrics_table, write_metrics_json
+from clip_seg3d_ros.files import write_text_atomically
 from clip_seg3d_ros.geometry.camera import seen_by_cameras
 from clip_seg3d_ros.sample import Sample
 from clip_seg3d_ros.segmenter import Segmenter
@@ -143,7 +144,8 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> dict[str, Pat
     paths = {"metrics_json": write_metrics_json(result.metrics, result.class_names, result.seen,
                                                 out_dir / "metrics.json")}
     markdown = out_dir / "metrics.md"
-    markdown.write_text(
+    write_text_atomically(
+        markdown,
         f"# Segmentation metrics\n\n{result.num_samples} sweeps; IoU in percent.\n\n"
         f"{format_metrics_table(result.metrics, result.seen)}\n"
     )

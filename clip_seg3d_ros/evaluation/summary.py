@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clip_seg3d_ros.files import write_text_atomically
+
 
 def json_compatible(value):
     """``value`` with every NaN float replaced by None (JSON has no NaN) and numpy scalars made plain.
@@ -41,7 +43,7 @@ def write_metrics_json(metrics: Mapping, class_names: Sequence[str], seen: Seque
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {**metrics, "class_names": list(class_names), "seen": [bool(flag) for flag in seen]}
-    path.write_text(json.dumps(json_compatible(document), indent=2, allow_nan=False) + "\n")
+    write_text_atomically(path, json.dumps(json_compatible(document), indent=2, allow_nan=False) + "\n")
     return path
 
 

@@ -8,16 +8,20 @@ names the key. The resolved config is saved with each run (``config.yaml``) and 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import open_clip
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from clip_seg3d_ros.datasets.semantickitti import SEMANTICKITTI_UNSEEN
+from clip_seg3d_ros.files import write_text_atomically
 from clip_seg3d_ros.models.network import ModelConfig
+from clip_seg3d_ros.runtime.settings import Setting
 from clip_seg3d_ros.sparse.conv import CPU_MATMULS
 from clip_seg3d_ros.teacher.pseudo_labels import PseudoLabelSettings
 from clip_seg3d_ros.teacher.synthetic import SyntheticTeacherConfig
@@ -194,8 +198,62 @@ class TrainConfig:
         return json.loads(json.dumps(asdict(self)))
 
 
+NUMBER_RULES: dict[str, tuple[float, float, str]] = {
+    "seed": (0, 2**32 - 1, ""),
+    "model.voxel_size": (0.001, 10.0, "metres"),
+    "model.intensity_scale": (1e-6, 1e6, ""),
+    "model.temperature": (1e-4, 10.0, ""),
+    "data.synthetic_seed": (0, 2**32 - 1, ""),
+    "data.synthetic_train_scenes": (1, 100_000, "scenes"),
+    "data.synthetic_val_scenes": (1, 100_000, "scenes"),
+    "data.synthetic_cameras": (1, 16, "cameras"),
+    "data.max_range": (0.0, 10_000.0, "metres"),
+    "teacher.pseudo_labels.temperature": (1e-4, 10.0, ""),
+    "teacher.pseudo_labels.prompt_score_threshold": (0.0, 1.0, ""),
+    "teacher.pseudo_labels.confidence_threshold": (0.0, 1.0, ""),
+    "loss.class_balance": (0.0, 4.0, ""),
+    "loss.semantic_weight": (0.0, 1000.0, ""),
+    "loss.semantic_temperature": (1e-4, 10.0, ""),
+    "loss.spatial_weight": (0.0, 1000.0, ""),
+    "loss.spatial_temperature": (1e-4, 10.0, ""),
+    "loss.spatial_max_patches": (1, 1_000_000, "patches"),
+    "loss.spatial_min_points": (1, 1_000_000, "points"),
+    "schedule.epochs": (0, 100_000, "epochs"),
+    "schedule.self_training_rounds": (0, 1000, "rounds"),
+    "schedule.self_training_epochs": (1, 100_000, "epochs"),
+    "schedule.self_training_top_fraction": (1e-6, 1.0, ""),
+    "schedule.self_training_min_score": (0.0, 1.0, ""),
+    "schedule.self_training_segment_voxel": (0.0, 100.0, "metres"),
+    "schedule.self_training_segment_support": (1e-6, 1.0, ""),
+    "schedule.eval_every": (0, 100_000, "epochs"),
+    "optim.lr": (1e-9, 10.0, ""),
+    "optim.weight_decay": (0.0, 10.0, ""),
+    "optim.samples_per_step": (1, 65_536, "sweeps"),
+    "optim.min_lr_ratio": (0.0, 1.0, ""),
+    "eval.num_bev": (0, 1000, "pictures"),
+    "eval.calibration_bias": (-2.0, 2.0, ""),
+    "compute.num_threads": (1, 256, "threads"),
+}
+"""The range of every number of a training config, checked by the settings schema's one rule
+(:meth:`clip_seg3d_ros.runtime.settings.Setting.check`: finite, in range): a zero, NaN or inf where a positive
+finite number is needed is one line naming the key, before any folder is made. Every other float in the config
+(the synthetic teacher's, the augmentation's) must at least be finite."""
+
+
 def validate(config: TrainConfig) -> TrainConfig:
     """Checks that the types alone cannot express; returns the config."""
+    numbers = dict(flat_numbers(config.to_dict()))
+    for key, (minimum, maximum, unit) in NUMBER_RULES.items():
+        value = numbers[key]
+        rule = Setting(name=key, default=type(minimum)(0), description="", unit=unit, minimum=minimum,
+                       maximum=maximum)
+        try:
+            rule.check(float(value) if isinstance(minimum, float) else value)
+        except ValueError as error:
+            raise ConfigError(str(error).replace("parameter ", "", 1)) from error
+    for key, value in numbers.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key!r} must be a finite number, got {value}")
     choices = {"setting": (config.setting, SETTINGS), "data.dataset": (config.data.dataset, DATASETS),
                "teacher.kind": (config.teacher.kind, TEACHERS),
                "compute.cpu_matmul": (config.compute.cpu_matmul, CPU_MATMULS)}
@@ -207,25 +265,27 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.teacher.kind == "open_clip" and config.teacher.model_name not in open_clip.list_models():
         raise ConfigError(f"teacher.model_name: {config.teacher.model_name!r} is not an open_clip model "
                           "(e.g. ViT-B-16; open_clip.list_models() has them all)")
-    if config.data.synthetic_cameras < 1:
-        raise ConfigError("data.synthetic_cameras must be at least 1")
-    schedule = config.schedule
-    if schedule.epochs < 0 or schedule.self_training_rounds < 0 or schedule.self_training_epochs < 1:
-        raise ConfigError("schedule: epochs and self_training_rounds must be >= 0, self_training_epochs >= 1")
     if config.total_epochs < 1:
         raise ConfigError("schedule: the run has no epoch")
-    if config.optim.samples_per_step < 1:
-        raise ConfigError("optim.samples_per_step must be at least 1")
-    if not 0.0 < config.schedule.self_training_top_fraction <= 1.0:
-        raise ConfigError("schedule.self_training_top_fraction must be in (0, 1]")
-    if config.schedule.self_training_segment_voxel < 0 or not 0 < config.schedule.self_training_segment_support <= 1:
-        raise ConfigError("schedule.self_training_segment_voxel must be >= 0 (0: off), "
-                          "self_training_segment_support in (0, 1]")
-    if config.model.voxel_size <= 0:
-        raise ConfigError("model.voxel_size must be positive")
-    if config.compute.num_threads < 1:
-        raise ConfigError("compute.num_threads must be at least 1")
     return config
+
+
+def flat_numbers(tree, prefix: str = ""):
+    """(dotted key, value) of every number in a nested dict / list (bools excluded)."""
+    yield from ((key, value) for key, value in flat_values(tree, prefix)
+                if isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def flat_values(tree, prefix: str = ""):
+    """(dotted key, value) of every leaf of a nested dict / list: ``optim.lr``, ``augment.scale[0]``."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from flat_values(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(tree, list | tuple):
+        for index, value in enumerate(tree):
+            yield from flat_values(value, f"{prefix}[{index}]")
+    else:
+        yield prefix, tree
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
@@ -243,10 +303,27 @@ def _resolve(layer, overrides: list[str] | None, where: str) -> TrainConfig:
         merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), layer())
         if overrides:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        refuse_interpolations(OmegaConf.to_container(merged, resolve=False), where)
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         raise ConfigError(f"{where}: {str(error).splitlines()[0]} ({getattr(error, 'full_key', '')})") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(error).split())}") from error
     return validate(config)
+
+
+def refuse_interpolations(tree: dict, where: str) -> None:
+    """ConfigError at the first ``${...}`` value: a training config holds plain values.
+
+    An interpolation such as ``${oc.env:DATA_ROOT}`` would make a run depend on the shell it was started from,
+    be resolved into config.yaml and the checkpoint (copying whatever the variable held, a secret included), and
+    resolved again, against another machine's environment, when the checkpoint is evaluated. Refused in the file,
+    in ``--set`` and in a saved config alike; pass the value itself (``--set data.root=$DATA_ROOT`` lets the shell
+    do it, visibly)."""
+    for key, value in flat_values(tree):
+        if isinstance(value, str) and "${" in value:
+            raise ConfigError(f"{where}: {key}: interpolations ({value!r}) are not allowed in a training config; "
+                              "give the value itself")
 
 
 # Keys that moved, for configs saved before (checkpoints, run folders): old dotted key -> new one.
@@ -276,7 +353,7 @@ def config_from_dict(data: dict, overrides: list[str] | None = None) -> TrainCon
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
-    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.create(config.to_dict())))
+    write_text_atomically(path, OmegaConf.to_yaml(OmegaConf.create(config.to_dict())))
 
 
 __all__ = [

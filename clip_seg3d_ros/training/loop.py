@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from clip_seg3d_ros.checkpoint import Checkpoint, save_checkpoint
 from clip_seg3d_ros.evaluation.summary import format_metrics_table
+from clip_seg3d_ros.files import write_text_atomically
 from clip_seg3d_ros.models import ModelConfig, PointSegmentationNet
 from clip_seg3d_ros.sample import DatasetError
 from clip_seg3d_ros.sparse.conv import set_cpu_matmul
@@ -62,10 +63,20 @@ from clip_seg3d_ros.training.schedule import (
 )
 from clip_seg3d_ros.training.validation import VAL_METRICS, evaluate
 
+
 # What a user can get wrong, which the entry points report as one "error: ..." line: the config (and the device
 # and data it names), data folders without the sweeps, CLIP weights not on this machine, a run folder --resume
 # cannot continue. Anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS = (ConfigError, DatasetError, FileNotFoundError, TeacherWeightsError, ResumeError)
+class RunFolderError(RuntimeError):
+    """``--out`` holds another run, and no ``--resume`` says to continue it."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or inf: the run stops there, and no model.pt is written."""
+
+
+EXPECTED_ERRORS = (ConfigError, DatasetError, FileNotFoundError, TeacherWeightsError, ResumeError, RunFolderError,
+                   NonFiniteLossError)
 LOG_FILE = "train_log.json"  # one entry per finished epoch: mean losses, seconds, validation metrics
 
 
@@ -77,6 +88,12 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
     in ``out_dir`` after its last finished epoch.
     """
     out_dir = Path(out_dir)
+
+    # A folder with another run in it is never written over: its model, checkpoints and self-training labels
+    # would be replaced or, worse, reused. --resume continues it; anything else wants an empty or new folder.
+    if not resume and out_dir.exists() and any(out_dir.iterdir()):
+        raise RunFolderError(f"{out_dir} holds another run ({', '.join(sorted(p.name for p in out_dir.iterdir()))});"
+                             " continue it with --resume, or choose an empty or new --out")
 
     # The process: threads and CPU matmul path first (they decide the numerics), then the device and, under
     # torchrun, the process group.
@@ -189,8 +206,16 @@ def open_run_folder(run: Run) -> None:
     process writes it."""
     if run.group.is_main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run.out_dir)
         save_config(run.config, run.out_dir / "config.yaml")
         run.writer = SummaryWriter(str(run.out_dir / "tensorboard"))
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """The temporary files of a run killed while it wrote a checkpoint or log (SIGKILL leaves them; an error,
+    Ctrl-C and SIGTERM do not): nothing else of a run folder starts with a dot and ends in .tmp."""
+    for temporary in out_dir.glob(".*.tmp"):
+        temporary.unlink(missing_ok=True)
 
 
 def train_epochs(run: Run, until: int) -> None:
@@ -243,9 +268,11 @@ def train_epoch(run: Run, labels_dir: Path | None) -> np.ndarray:
             last = position == len(mine) - 1
             with contextlib.nullcontext() if last or not group.distributed else run.trained.no_sync():
                 losses = sample_losses(run.trained, sample, targets, text, config, run.model_config, rng, run.device)
+                values = [losses[name].item() for name in LOSS_NAMES]
+                check_finite_losses(values, epoch, step, index)
                 # DDP averages gradients over processes, so each sweep counts 1 / samples_per_step.
                 (losses["total"] * group.world_size / per_step).backward()
-            step_losses += [losses[name].item() for name in LOSS_NAMES]
+            step_losses += values
         run.optimizer.step()
         run.scheduler.step()
         step_losses = all_reduce_sum(step_losses, group) / per_step
@@ -257,6 +284,19 @@ def train_epoch(run: Run, labels_dir: Path | None) -> np.ndarray:
             run.writer.add_scalar("lr", run.scheduler.get_last_lr()[0], global_step)
         bar.set_postfix(loss=f"{step_losses[0]:.3f}")
     return totals / max(run.steps_per_epoch, 1)
+
+
+def check_finite_losses(values: list[float], epoch: int, step: int, index: int) -> None:
+    """NonFiniteLossError naming the epoch, step, sweep and loss term when a loss is NaN or inf: a run that went
+    on would train to the end and write a model the loader refuses."""
+    for name, value in zip(LOSS_NAMES, values, strict=True):
+        if name != "total" and not math.isfinite(value):
+            raise NonFiniteLossError(f"the loss term {name!r} is {value} at epoch {epoch + 1}, step {step + 1} "
+                                     f"(training sweep {index}); the run stops with no model written (a learning "
+                                     "rate or loss weight too large?)")
+    if not math.isfinite(values[LOSS_NAMES.index("total")]):
+        raise NonFiniteLossError(f"the total loss is {values[LOSS_NAMES.index('total')]} at epoch {epoch + 1}, "
+                                 f"step {step + 1} (training sweep {index}); the run stops with no model written")
 
 
 def record_epoch(run: Run, mean_losses: np.ndarray, seconds: float, phase: str) -> None:
@@ -277,7 +317,7 @@ def record_epoch(run: Run, mean_losses: np.ndarray, seconds: float, phase: str) 
         save_checkpoint(run_checkpoint(run.model, run.model_config, run.data, config,
                                        training_state=training_state(epoch, run.optimizer, run.scheduler)),
                         run.out_dir / LAST_CHECKPOINT)
-        (run.out_dir / LOG_FILE).write_text(json.dumps(run.log, indent=1))
+        write_text_atomically(run.out_dir / LOG_FILE, json.dumps(run.log, indent=1))
     barrier(group)
 
 

@@ -30,7 +30,9 @@ segment that joins an unseen object to unlabelled clutter, which the support thr
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +67,18 @@ def make_labels(folder: Path, model: torch.nn.Module, vocabulary: Vocabulary, sa
     label_quality.json: how right the labels are, in and out of the cameras' view. Leaves the model in training
     mode.
     """
-    if (folder / "done").exists():
-        return
-    folder.mkdir(parents=True, exist_ok=True)
     if group.distributed:  # label with one model everywhere: rank 0's BatchNorm statistics
         for buffer in model.buffers():
             torch.distributed.broadcast(buffer, src=0)
+    key = labels_key(model, vocabulary, config)
+    done = folder / "done"
+    if done.exists() and done.read_text() == key:
+        return
+    barrier(group)  # every process has read the marker before the main one clears the folder
+    if group.is_main and folder.exists():  # another model's or config's labels (or a half-made round)
+        shutil.rmtree(folder)
+    barrier(group)
+    folder.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(model, vocabulary, device, calibration_bias=0.0)
     allowed = ~np.array(vocabulary.seen) if config.setting == "zero_shot" else np.ones(len(vocabulary), dtype=bool)
     mine = range(group.rank, len(samples), group.world_size)
@@ -109,8 +117,20 @@ def make_labels(folder: Path, model: torch.nn.Module, vocabulary: Vocabulary, sa
         (folder / "thresholds.json").write_text(json.dumps(
             {name: (None if np.isinf(t) else float(t)) for name, t in zip(vocabulary.names, thresholds, strict=True)},
             indent=1))
-        (folder / "done").touch()
+        done.write_text(key)
     barrier(group)
+
+
+def labels_key(model: torch.nn.Module, vocabulary: Vocabulary, config: TrainConfig) -> str:
+    """What a round's labels are made from, as a SHA-256: the model's weights and buffers, the class names and
+    the training config. Cached labels are reused only under the same key (a resumed run), never another run's
+    or another config's."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps([vocabulary.names, config.to_dict()], sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def read_labels(folder: Path, index: int) -> np.ndarray:
@@ -241,8 +261,10 @@ def spread_over_segments(labels: np.ndarray, segment: np.ndarray, num_classes: i
     label is carried by at least ``min_support`` of the segment's points (a confident part labels its whole
     object; a segment with too few or split votes stays as it was). ``segment``: from :func:`segments`."""
     in_segment = segment >= 0
+    if not in_segment.any():  # no point in any segment (nothing above the ground, or all annotated)
+        return labels.copy()
     voted = in_segment & (labels >= 0)
-    num_segments = int(segment.max()) + 1 if in_segment.any() else 0
+    num_segments = int(segment.max()) + 1
     votes = np.bincount(segment[voted] * num_classes + labels[voted],
                         minlength=num_segments * num_classes).reshape(num_segments, num_classes)
     size = np.bincount(segment[in_segment], minlength=num_segments)
