@@ -77,3 +77,19 @@ def write_random_checkpoint(path: Path, class_names: list[str], seen: list[bool]
     config = ModelConfig.from_preset("small", embed_dim=text_embeddings.shape[1], voxel_size=voxel_size)
     vocabulary = Vocabulary(list(class_names), text_embeddings, seen=list(seen or []))
     return save_checkpoint(Checkpoint(config, PointSegmentationNet(config).state_dict(), vocabulary), path)
+
+
+@pytest.fixture(scope="session")
+def synthetic_sweep() -> np.ndarray:
+    """A small synthetic sweep (128 azimuth steps, about 7,500 points): quick, but sparse far out."""
+    from clip_seg3d_ros.synthetic import LidarConfig, SyntheticWorld, WorldConfig
+
+    return SyntheticWorld(WorldConfig(lidar=LidarConfig(azimuth_steps=128))).scene(0).points
+
+
+@pytest.fixture()
+def segmenter(small_model):
+    """A Segmenter of the randomly initialised small network (:func:`small_model`)."""
+    from clip_seg3d_ros import Segmenter
+
+    return Segmenter(*small_model)

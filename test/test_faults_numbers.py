@@ -4,31 +4,19 @@
 import numpy as np
 import pytest
 
-from clip_seg3d_ros import Segmenter
 from clip_seg3d_ros.runtime.runtime import NonFiniteOutputError, SegmentRuntime
 from clip_seg3d_ros.runtime.settings import RuntimeSettings
-from clip_seg3d_ros.synthetic import LidarConfig, SyntheticWorld, WorldConfig
 
 
-@pytest.fixture(scope="module")
-def points() -> np.ndarray:
-    return SyntheticWorld(WorldConfig(lidar=LidarConfig(azimuth_steps=128))).scene(0).points
-
-
-@pytest.fixture()
-def segmenter(small_model):
-    return Segmenter(*small_model)
-
-
-def test_non_finite_probabilities_are_refused_not_published(segmenter, points):
+def test_non_finite_probabilities_are_refused_not_published(segmenter, synthetic_sweep):
     # A NaN reaching the classifier (here a NaN calibration bias set behind the settings' back) used to label
     # every point class 0 with NaN scores; the threshold could not catch NaN. Now the sweep is refused.
     runtime = SegmentRuntime(segmenter, score_threshold=0.5)
     runtime.set_calibration_bias(float("nan"))
     with pytest.raises(NonFiniteOutputError, match=r"non-finite class probabilities in \d+ of \d+ voxels"):
-        runtime.process(points)
+        runtime.process(synthetic_sweep)
     runtime.set_calibration_bias(0.0)
-    assert np.isfinite(runtime.process(points).scores).all()
+    assert np.isfinite(runtime.process(synthetic_sweep).scores).all()
 
 
 @pytest.mark.parametrize("name", ["score_threshold", "calibration_bias", "fusion_weight"])

@@ -4,21 +4,9 @@ rest of the sweep is labelled as if it were not there. One bad point never costs
 import numpy as np
 import pytest
 
-from clip_seg3d_ros import Segmenter
 from clip_seg3d_ros.runtime.runtime import SegmentRuntime
 from clip_seg3d_ros.segmenter import unusable_points
 from clip_seg3d_ros.sparse.coords import COORD_LIMIT
-from clip_seg3d_ros.synthetic import LidarConfig, SyntheticWorld, WorldConfig
-
-
-@pytest.fixture(scope="module")
-def points() -> np.ndarray:
-    return SyntheticWorld(WorldConfig(lidar=LidarConfig(azimuth_steps=128))).scene(0).points
-
-
-@pytest.fixture()
-def segmenter(small_model):
-    return Segmenter(*small_model)
 
 
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf, 3e38, -1e3])
@@ -54,12 +42,12 @@ def test_points_off_the_voxel_grid_are_ignored_not_the_sweep(segmenter, kitti_cr
     assert unusable_points(probe, segmenter.config)[0].tolist() == [False, True, True]
 
 
-def test_the_point_budget_and_the_counts_see_the_same_unusable_points(segmenter, points):
-    dirty = points.copy()
+def test_the_point_budget_and_the_counts_see_the_same_unusable_points(segmenter, synthetic_sweep):
+    dirty = synthetic_sweep.copy()
     dirty[:5, 0] = np.nan
     dirty[5:8, 3] = np.inf
     dirty[8, :3] = [9000.0, 0.0, 0.0]
-    for max_points in (0, len(points) // 2):
+    for max_points in (0, len(synthetic_sweep) // 2):
         result = SegmentRuntime(segmenter, max_points=max_points).process(dirty)
         assert result.unusable_points == {"non-finite coordinates": 5, "bad intensity": 3,
                                           "outside the voxel grid": 1}

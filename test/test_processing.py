@@ -4,21 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from clip_seg3d_ros import Segmenter
 from clip_seg3d_ros.runtime.point_budget import assign_to_kept_voxels, evenly_spaced
 from clip_seg3d_ros.runtime.runtime import STAGES, SegmentRuntime
-from clip_seg3d_ros.synthetic import LidarConfig, SyntheticWorld, WorldConfig
 
 
 @pytest.fixture(scope="module")
-def points() -> np.ndarray:
-    """A small synthetic sweep (128 azimuth steps, about 7,500 points): quick, but sparse far out."""
-    return SyntheticWorld(WorldConfig(lidar=LidarConfig(azimuth_steps=128))).scene(0).points
-
-
-@pytest.fixture()
-def segmenter(small_model):
-    return Segmenter(*small_model)
+def points(synthetic_sweep) -> np.ndarray:
+    return synthetic_sweep
 
 
 def test_labels_and_scores_are_the_segmenters_and_every_stage_is_timed(segmenter, points):
