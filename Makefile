@@ -59,7 +59,7 @@ ros-demo: ros-setup runs/demo/model.pt
 runs/demo/model.pt:
 	$(MAKE) demo
 
-# The ablation tables of the README on the synthetic world: (a)-(e) + annotation-free with four cameras, and
+# The ablation tables of docs/training.md on the synthetic world: (a)-(e) + annotation-free with four cameras, and
 # (b), (d), (e) over three seeds with the front camera only (as SemanticKITTI).
 benchmark: setup
 	$(BIN)/python benchmarks/ablation.py --out runs/benchmark $(ARGS)
