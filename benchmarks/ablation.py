@@ -12,7 +12,7 @@ What each part of the method adds, each variant trained with each seed in --out/
     e_*: self-training ablations, one change each against (e)
 
 (a)-(d) train as many epochs as (e) does in total (its CLIP-guided epochs plus its self-training epochs),
-so that (e) - (d) measures self-training, not a longer schedule. Prints the table of the README: mean and
+so that (e) - (d) measures self-training, not a longer schedule. Prints the table of docs/training.md: mean and
 spread over the seeds, all points and split by whether a camera sees them (also written to --out/benchmark.md
 and --out/benchmark.json). The front-camera benchmark (``make benchmark-front``) is this one with
 ``--set data.synthetic_cameras=1`` (FRONT_CAMERA).
@@ -69,7 +69,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "e_no_segments": ("(e) without spreading labels over segments", ["schedule.self_training_segment_voxel=0"]),
     "e_segments_0.1": ("(e), segment support 0.1 instead of 0.3", ["schedule.self_training_segment_support=0.1"]),
 }
-MAIN_VARIANTS = ("a", "b", "c", "d", "e", "annotation_free")  # the README's ablation; the others on request
+MAIN_VARIANTS = ("a", "b", "c", "d", "e", "annotation_free")  # docs/training.md's ablation; the others on request
 SELF_TRAINING_VARIANTS = tuple(variant for variant in VARIANTS if variant.startswith("e"))
 
 
@@ -231,7 +231,7 @@ def spread(values: Sequence[float]) -> str:
 
 
 def format_table(results: dict) -> str:
-    """The Markdown tables of the README: per variant the mean ± standard deviation over the seeds of mIoU seen /
+    """The Markdown tables of docs/training.md: per variant the mean ± standard deviation over the seeds of mIoU seen /
     unseen / hIoU, over all points and over the points a camera sees / none sees; then unseen mIoU per seed."""
     runs = results.get("seeds", {})
     seeds = list(runs)
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                         help="applied to every variant, e.g. --set data.synthetic_train_scenes=24")
     parser.add_argument("--variants", nargs="*", default=list(MAIN_VARIANTS), choices=list(VARIANTS),
-                        help="default: %(default)s; the others are self-training ablations (README)")
+                        help="default: %(default)s; the others are self-training ablations (docs/training.md)")
     parser.add_argument("--seeds", nargs="*", type=int, default=None,
                         help="train every variant with each of these seeds (default: the config's)")
     parser.add_argument("--quiet", action="store_true")

@@ -1,6 +1,7 @@
-"""The ablation runner, benchmarks/ablation.py, and CI-sized versions of the synthetic ablation (README): the full
-method learns the unseen classes, (a) cannot; with the front camera only, self-training carries them to the points
-no camera sees; a self-training variant branched from (d)'s model ends as if trained from scratch."""
+"""The ablation runner, benchmarks/ablation.py, and CI-sized versions of the synthetic ablation
+(docs/training.md): the full method learns the unseen classes, (a) cannot; with the front camera only,
+self-training carries them to the points no camera sees; a self-training variant branched from (d)'s model ends
+as if trained from scratch."""
 
 import json
 import math
@@ -46,9 +47,9 @@ def test_the_full_method_learns_unseen_classes_that_seen_ground_truth_alone_cann
 
 # The front-camera benchmark as it ships, for one seed the benchmark's tables did not use, evaluated on 16 scenes
 # (the benchmark's 4 and 12 more: a few objects of each unseen class are too few to tell runs apart). Measured
-# on seeds 0 / 1 / 2 (README): on the unseen classes no camera sees, (e) - (d) = +9.6 / +3.9 / +6.0 mIoU on those
-# 16 scenes; the margin below is the smallest gain minus a point. Seed 3 here: +6.3 (42.1 -> 48.4), truck labels
-# beyond the camera 100% right, recall 82%.
+# on seeds 0 / 1 / 2 (docs/training.md): on the unseen classes no camera sees, (e) - (d) = +9.6 / +3.9 / +6.0 mIoU
+# on those 16 scenes; the margin below is the smallest gain minus a point. Seed 3 here: +6.3 (42.1 -> 48.4), truck
+# labels beyond the camera 100% right, recall 82%.
 HELD_OUT_SEED = 3
 MIN_GAIN = 3.0
 
