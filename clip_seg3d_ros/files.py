@@ -88,11 +88,20 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C is (``except KeyboardInterrupt`` catches both, and the same cleanups run).
+
+    A subclass, not KeyboardInterrupt itself: CPython marks a KeyboardInterrupt that ends a string ``exec`` (as
+    dataclasses and rosbags' message types run) as unhandled, and then exits by SIGINT even after the program
+    caught it and chose its own exit code; it checks for that exact type only."""
+
+
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt inside the block, as Ctrl-C does, so that cleanups run for both."""
+    """SIGTERM raises :class:`Terminated` inside the block, as Ctrl-C raises KeyboardInterrupt, so that cleanups
+    run for both."""
     def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+        raise Terminated(f"signal {signal.Signals(signum).name}")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

@@ -96,7 +96,7 @@ def test_sigterm_during_to_bag_leaves_nothing_and_the_next_run_is_not_blocked(tm
     time.sleep(0.5)  # some sweeps written
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130 and "interrupted" in stderr
+    assert process.returncode == 130 and "interrupted" in stderr, (process.returncode, stderr[-2000:])
     assert list(tmp_path.iterdir()) == []
     result = run([*TO_BAG, "--scenes", "1", "--out", str(out)])
     assert result.returncode == 0, result.stderr
