@@ -108,6 +108,7 @@ def test_the_table_gives_mean_and_sample_deviation_over_seeds_and_the_view_split
     assert "| n/a | n/a | n/a |" in format_table({"seeds": {0: {"e": no_split}}})
 
 
+@pytest.mark.slow  # a real process or a training run: the slow tier (make test runs it)
 def test_a_benchmark_goes_on_where_it_stopped_and_refuses_a_folder_of_another_config(tmp_path):
     tiny = [*FRONT_CAMERA, *TINY, "optim.samples_per_step=1", "eval.num_bev=0"]
     first = run_benchmark(tmp_path, SYNTHETIC, overrides=tiny, variants=["d"], seeds=[5], progress=False)

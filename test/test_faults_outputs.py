@@ -53,6 +53,7 @@ def test_outputs_move_together_on_success_and_leave_nothing_on_failure(tmp_path)
         pass
 
 
+@pytest.mark.slow  # a real process or a training run: the slow tier (make test runs it)
 def test_to_bag_below_a_file_is_one_line_and_leaves_nothing(tmp_path):
     (tmp_path / "a_file").write_text("")
     result = run([*TO_BAG, "--scenes", "1", "--out", str(tmp_path / "a_file" / "bag")])
@@ -60,6 +61,7 @@ def test_to_bag_below_a_file_is_one_line_and_leaves_nothing(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]
 
 
+@pytest.mark.slow  # a real process or a training run: the slow tier (make test runs it)
 def test_to_bag_sqlite3_into_an_existing_folder_is_refused_in_one_line(tmp_path):
     (tmp_path / "bag").mkdir()
     result = run([*TO_BAG, "--scenes", "1", "--storage", "sqlite3", "--out", str(tmp_path / "bag")])
@@ -67,6 +69,7 @@ def test_to_bag_sqlite3_into_an_existing_folder_is_refused_in_one_line(tmp_path)
     assert list((tmp_path / "bag").iterdir()) == []
 
 
+@pytest.mark.slow  # a real process or a training run: the slow tier (make test runs it)
 @pytest.mark.parametrize(("mount_options", "reason"), [
     ("size=256k", "No space left on device"),
     ("ro", "Read-only file system"),
@@ -85,6 +88,7 @@ def test_to_bag_on_a_full_or_read_only_disk(tmp_path, mount_options, reason):
     assert result.stdout.strip().splitlines()[-1] == "exit=1"  # the disk is empty again: no bag, no folder
 
 
+@pytest.mark.slow  # a real process or a training run: the slow tier (make test runs it)
 def test_sigterm_during_to_bag_leaves_nothing_and_the_next_run_is_not_blocked(tmp_path):
     out = tmp_path / "bag"
     process = subprocess.Popen([*TO_BAG, "--scenes", "40", "--out", str(out)], env=ENV,

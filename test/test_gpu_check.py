@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT
 
 from clip_seg3d_ros.sparse.conv import cpu_prefers_onednn, onednn_linear_available
 from scans import generated_sweep
 
 
+@pytest.mark.slow  # a real process or a training run: the slow tier (make test runs it)
 def test_gpu_check_dry_run_reports_every_section(tmp_path):
     path = tmp_path / "sweep.bin"  # a generated sweep in KITTI's format: runs where the sample data is absent too
     generated_sweep(num_points=8_000).tofile(path)

@@ -302,6 +302,7 @@ def test_an_out_of_range_parameter_at_start_up_is_one_fatal_line_naming_it_after
     assert "Traceback" not in log, log
 
 
+@pytest.mark.slow  # a real process or a training run: the slow tier (make test runs it)
 def test_bad_clouds_floods_and_idle_time_are_counted_and_the_node_lives(probe, domain_id, checkpoint, tmp_path):
     segmenter = NodeProcess("segment", {"checkpoint": str(checkpoint), "device": "cpu", "diagnostics_period": 0.5},
                             tmp_path / "segment.log", domain_id)
@@ -361,6 +362,7 @@ def last_status(messages: list):
     return None
 
 
+@pytest.mark.slow  # a real process or a training run: the slow tier (make test runs it)
 def test_bad_points_are_ignored_and_counted_and_nan_scores_are_never_published(probe, domain_id, checkpoint,
                                                                                tmp_path):
     import torch

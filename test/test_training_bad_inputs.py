@@ -99,6 +99,7 @@ def test_a_bad_config_value_names_the_key_and_leaves_no_folder(tmp_path, capsys,
     assert named in line and not out.exists()
 
 
+@pytest.mark.slow  # a real process or a training run: the slow tier (make test runs it)
 def test_a_corrupt_scan_found_in_the_first_epoch_is_one_line(tmp_path, capsys):
     """Data files are read when first used (during the first epoch): a corrupt one is still one line."""
     root = kitti_tree(tmp_path / "kitti")
